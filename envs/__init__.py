@@ -1,0 +1,61 @@
+"""Targets, the diffusion MDP and its Gymnasium environments.
+
+Importing this package registers ``DiffSampler-<Target>-v0`` for every entry of ``ENV_TARGETS``::
+
+    import gymnasium, envs
+    env = gymnasium.make("DiffSampler-Manywell-v0", dim=64)
+    vec = gymnasium.make_vec("DiffSampler-GMM25-v0", num_envs=300)  # native torch vector env
+"""
+
+from __future__ import annotations
+
+import gymnasium
+
+from envs.sampler_mdp import DiffusionMDP
+from envs.targets import TARGETS, Target, make_target
+
+# Gymnasium id suffix -> registered target name.
+ENV_TARGETS = {
+    "GMM25": "gmm25",
+    "GMM9": "gmm9",
+    "Funnel": "funnel",
+    "EasyFunnel": "easy_funnel",
+    "Manywell": "manywell",
+    "Gaussian": "gaussian",
+}
+ENV_IDS = [f"DiffSampler-{name}-v0" for name in ENV_TARGETS]
+
+for _name, _target in ENV_TARGETS.items():
+    _id = f"DiffSampler-{_name}-v0"
+    if _id not in gymnasium.registry:
+        gymnasium.register(
+            id=_id,
+            entry_point="envs.gym_env:DiffSamplerEnv",
+            vector_entry_point="envs.gym_env:DiffSamplerVectorEnv",
+            kwargs={"target": _target},
+            disable_env_checker=False,
+        )
+
+_MDP_KWARGS = ("num_steps", "t_scale", "reward_mode", "device")
+
+
+def make_mdp(env_id: str, **kwargs) -> DiffusionMDP:
+    """The torch MDP core behind a registered env id, with the same keyword arguments as ``make``.
+
+    Agents roll out through this core directly; ``action_bound`` (a Gymnasium-face option) is ignored.
+    """
+    env_id = env_id.removeprefix("envs:")
+    if env_id not in gymnasium.registry or env_id not in ENV_IDS:
+        raise ValueError(f"unknown env id {env_id!r}; registered: {ENV_IDS}")
+    merged = {**gymnasium.spec(env_id).kwargs, **kwargs}
+    merged.pop("action_bound", None)
+    mdp_kwargs = {k: merged.pop(k) for k in _MDP_KWARGS if k in merged}
+    target = merged.pop("target")
+    if not isinstance(target, Target):
+        target = make_target(target, **merged)
+    elif merged:
+        raise ValueError(f"target keyword arguments {merged!r} given with a Target instance")
+    return DiffusionMDP(target, **mdp_kwargs)
+
+
+__all__ = ["DiffusionMDP", "ENV_IDS", "ENV_TARGETS", "TARGETS", "Target", "make_mdp", "make_target"]

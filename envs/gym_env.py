@@ -1,0 +1,205 @@
+"""Gymnasium faces of the diffusion MDP: a single numpy env and a native torch vector env.
+
+Both are thin adapters over ``envs.sampler_mdp``. The observation is ``[x, t]`` (float32, d + 1);
+the action is the increment ``x_{k+1} - x_k``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from envs.sampler_mdp import DiffusionMDP
+from envs.targets import Target, make_target
+
+
+def _build_mdp(target, num_steps, t_scale, reward_mode, device, target_kwargs) -> DiffusionMDP:
+    if isinstance(target, Target):
+        if target_kwargs:
+            raise ValueError(f"target keyword arguments {target_kwargs!r} given with a Target instance")
+    else:
+        target = make_target(target, **target_kwargs)
+    return DiffusionMDP(target, num_steps=num_steps, t_scale=t_scale, reward_mode=reward_mode, device=device)
+
+
+def _spaces(mdp: DiffusionMDP, action_bound: float | None):
+    d = mdp.dim
+    obs = gym.spaces.Box(-np.inf, np.inf, shape=(d + 1,), dtype=np.float32)
+    if action_bound is None:
+        act = gym.spaces.Box(-np.inf, np.inf, shape=(d,), dtype=np.float32)
+    else:
+        if not (isinstance(action_bound, (int, float)) and math.isfinite(action_bound) and action_bound > 0):
+            raise ValueError(f"action_bound must be None or a finite number > 0, got {action_bound!r}")
+        act = gym.spaces.Box(-float(action_bound), float(action_bound), shape=(d,), dtype=np.float32)
+    return obs, act
+
+
+def default_action_bound(mdp: DiffusionMDP, n_std: float = 5.0) -> float:
+    """A bound of ``n_std`` reference standard deviations per step, ``n_std * sigma * sqrt(dt)``."""
+    return n_std * math.sqrt(mdp.t_scale * mdp.dt)
+
+
+def _check_action_values(a: torch.Tensor, bound: float | None, rows: torch.Tensor | None = None) -> None:
+    """NaN/inf and out-of-bound checks; ``rows`` restricts them to the active environments."""
+    checked = a if rows is None else a[rows]
+    if not bool(torch.isfinite(checked).all()):
+        raise ValueError(f"actions must be finite, got {checked[~torch.isfinite(checked).all(-1)].tolist()}")
+    if bound is not None and bool((checked.abs() > bound).any()):
+        worst = float(checked.abs().max())
+        raise ValueError(f"action component {worst:g} outside the action space bound [-{bound:g}, {bound:g}]")
+
+
+class DiffSamplerEnv(gym.Env):
+    """One episode of the diffusion sampler's MDP as a ``gymnasium.Env`` (numpy float32 at the boundary).
+
+    Args:
+        target: a registered target name or a Target instance.
+        num_steps: T, the episode length.
+        t_scale: reference variance sigma^2 (default: the target's).
+        reward_mode: "terminal" or "soft_rl" (see ``envs.sampler_mdp``).
+        action_bound: None for an unbounded action Box; a float b for Box(-b, b), which squashed-Gaussian
+            agents need (about ``5 * sigma * sqrt(dt)``; see ``default_action_bound``).
+        **target_kwargs: passed to the target factory (e.g. ``dim=128`` for Manywell).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        target: str | Target = "manywell",
+        num_steps: int = 100,
+        t_scale: float | None = None,
+        reward_mode: str = "terminal",
+        action_bound: float | None = None,
+        render_mode: str | None = None,
+        **target_kwargs,
+    ):
+        if render_mode is not None:
+            raise ValueError(f"DiffSamplerEnv has no render modes, got render_mode={render_mode!r}")
+        self.mdp = _build_mdp(target, num_steps, t_scale, reward_mode, "cpu", target_kwargs)
+        self.observation_space, self.action_space = _spaces(self.mdp, action_bound)
+        self.action_bound = None if action_bound is None else float(action_bound)
+        self._episode = self.mdp.new_batch(1)
+
+    def _obs(self) -> np.ndarray:
+        return self._episode.observe()[0].numpy().astype(np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._episode.reset()
+        return self._obs(), {}
+
+    def step(self, action):
+        a = self._as_tensor(action)
+        x_next = self._episode.x + a
+        if not bool(torch.isfinite(x_next).all()):
+            raise ValueError(f"action {a[0].tolist()} overflows the state to a non-finite position")
+        reward, terminated = self._episode.step(x_next)
+        info = {}
+        if bool(terminated[0]):
+            info["log_reward"] = float(self.mdp.target.log_reward(self._episode.x)[0])
+        return self._obs(), float(reward[0]), bool(terminated[0]), False, info
+
+    def _as_tensor(self, action) -> torch.Tensor:
+        arr = np.asarray(action)
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"action must be a real numeric array, got dtype {arr.dtype}")
+        if arr.shape != self.action_space.shape:
+            raise ValueError(f"action must have shape {self.action_space.shape}, got {arr.shape}")
+        a = torch.as_tensor(arr, dtype=torch.float32).reshape(1, -1)
+        _check_action_values(a, self.action_bound)
+        return a
+
+
+class DiffSamplerVectorEnv(VectorEnv):
+    """``num_envs`` episodes stepped together over the torch MDP core, on ``device``.
+
+    Observations, rewards and flags are torch tensors (the env is torch-native); actions may be
+    tensors or arrays of shape ``(num_envs, d)``. Autoreset follows ``metadata["autoreset_mode"]``:
+    NEXT_STEP (Gymnasium's default: the step after a termination resets that env and ignores its
+    action) or SAME_STEP (reset at once; the final observation goes to ``info["final_obs"]``).
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        target: str | Target = "manywell",
+        num_steps: int = 100,
+        t_scale: float | None = None,
+        reward_mode: str = "terminal",
+        action_bound: float | None = None,
+        device: str | torch.device = "cpu",
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        render_mode: str | None = None,
+        **target_kwargs,
+    ):
+        if render_mode is not None:
+            raise ValueError(f"DiffSamplerVectorEnv has no render modes, got render_mode={render_mode!r}")
+        mode = AutoresetMode(autoreset_mode)
+        if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
+            raise ValueError(f"autoreset_mode must be NEXT_STEP or SAME_STEP, got {autoreset_mode!r}")
+        self.metadata = {**self.metadata, "autoreset_mode": mode}
+        self.mdp = _build_mdp(target, num_steps, t_scale, reward_mode, device, target_kwargs)
+        self.episodes = self.mdp.new_batch(num_envs)  # validates num_envs
+        self.num_envs = num_envs
+        self.action_bound = None if action_bound is None else float(action_bound)
+        self.single_observation_space, self.single_action_space = _spaces(self.mdp, action_bound)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._needs_reset = torch.zeros(num_envs, dtype=torch.bool, device=self.mdp.device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.mdp.device
+
+    def reset(self, *, seed: int | list | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        mask = None if options is None else options.get("reset_mask")
+        if mask is None:
+            self.episodes.reset()
+            self._needs_reset.zero_()
+        else:
+            mask = torch.as_tensor(mask, dtype=torch.bool, device=self.device)
+            self.episodes.reset(mask)
+            self._needs_reset &= ~mask
+        return self.episodes.observe(), {}
+
+    def step(self, actions):
+        a = self._as_tensor(actions)
+        active = ~self._needs_reset
+        _check_action_values(a, self.action_bound, active)
+        x_next = self.episodes.x + a
+        reward, terminated = self.episodes.step(x_next, active)
+        obs = self.episodes.observe()
+        info = {}
+        if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP:
+            if bool(terminated.any()):
+                info = {"final_obs": obs, "_final_obs": terminated.clone()}
+                self.episodes.reset(terminated)
+                obs = self.episodes.observe()
+        else:
+            self.episodes.reset(self._needs_reset)  # envs that ended last step start afresh
+            obs = torch.where(self._needs_reset.unsqueeze(-1), self.episodes.observe(), obs)
+            self._needs_reset = terminated.clone()
+        truncated = torch.zeros_like(terminated)
+        return obs, reward, terminated, truncated, info
+
+    def _as_tensor(self, actions) -> torch.Tensor:
+        if not isinstance(actions, torch.Tensor):
+            arr = np.asarray(actions)
+            if arr.dtype.kind not in "fiu":
+                raise TypeError(f"actions must be a real numeric array, got dtype {arr.dtype}")
+            actions = torch.as_tensor(arr)
+        elif not (actions.dtype.is_floating_point or not actions.dtype.is_complex and actions.dtype != torch.bool):
+            raise TypeError(f"actions must be a real numeric tensor, got dtype {actions.dtype}")
+        expected = (self.num_envs, self.mdp.dim)
+        if tuple(actions.shape) != expected:
+            raise ValueError(f"actions must have shape {expected}, got {tuple(actions.shape)}")
+        return actions.to(device=self.device, dtype=self.mdp.dtype)

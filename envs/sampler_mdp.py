@@ -1,0 +1,180 @@
+"""The diffusion MDP, torch-native and batched.
+
+``DiffusionMDP`` holds the problem (target, time grid, reference process, reward mode) and offers
+pure batched functions; ``EpisodeBatch`` holds the state of ``n`` episodes (positions and
+per-episode step counters) so that adapters can step them together and reset them one by one.
+
+State ``s_k = (x_k, t_k)``, ``x_0 = 0``; an action is the next position ``x_{k+1}``; the episode
+terminates at ``k = T`` with reward ``log R(x_T)``. In ``"soft_rl"`` mode every step also pays
+``log p_B(x_k | x_{k+1})``, so that the undiscounted return minus the policy's log-probabilities is
+the trajectory's log-weight ``log R + sum log p_B - sum log p_F``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from envs import process
+from envs.targets import Target, make_target
+
+REWARD_MODES = ("terminal", "soft_rl")
+
+
+class DiffusionMDP:
+    """The MDP of a diffusion sampler of ``target`` with ``num_steps`` steps.
+
+    Args:
+        target: a Target or a registered target name.
+        num_steps: T >= 1.
+        t_scale: reference variance sigma^2 (default: the target's own).
+        reward_mode: "terminal" (log R at the last step only) or "soft_rl" (plus log p_B every step).
+        device, dtype: where and in which float type the batched state lives.
+    """
+
+    def __init__(
+        self,
+        target: Target | str,
+        num_steps: int = 100,
+        t_scale: float | None = None,
+        reward_mode: str = "terminal",
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
+        self.target = make_target(target) if isinstance(target, str) else target
+        self.t_scale = float(self.target.t_scale if t_scale is None else t_scale)
+        process.check_process_args(num_steps, self.t_scale)
+        if reward_mode not in REWARD_MODES:
+            raise ValueError(f"unknown reward_mode {reward_mode!r}; expected one of {REWARD_MODES}")
+        self.num_steps = num_steps
+        self.reward_mode = reward_mode
+        self.device = torch.device(device)
+        self.dtype = dtype
+
+    @property
+    def dim(self) -> int:
+        return self.target.dim
+
+    @property
+    def dt(self) -> float:
+        return 1.0 / self.num_steps
+
+    def initial_positions(self, n: int) -> torch.Tensor:
+        return torch.zeros(n, self.dim, device=self.device, dtype=self.dtype)
+
+    def log_reward(self, x: torch.Tensor) -> torch.Tensor:
+        """Terminal log-reward with a clear error if the target returns NaN."""
+        log_r = self.target.log_reward(x)
+        check_log_reward(log_r, x, self.target)
+        return log_r
+
+    def log_pb(self, x_prev: torch.Tensor, x_next: torch.Tensor, k_next) -> torch.Tensor:
+        """``log p_B(x_prev | x_next)`` for transitions ending at step ``k_next`` (int or (B,) tensor)."""
+        return process.bridge_log_pb(x_prev, x_next, k_next, self.num_steps, self.t_scale)
+
+    def log_pb_path(self, states: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` backward log-probabilities of whole paths ``(B, T + 1, d)``."""
+        return process.bridge_log_pb_path(states, self.t_scale)
+
+    def sample_backward(self, x_last: torch.Tensor, generator: torch.Generator | None = None):
+        """Whole paths ``(B, T + 1, d)`` drawn backward through the reference from ``x_last``."""
+        return process.bridge_sample_backward(x_last, self.num_steps, self.t_scale, generator)
+
+    def observe(self, x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Observation ``[x, t]`` of shape ``(B, d + 1)``."""
+        t = k.to(x.dtype).unsqueeze(-1) * self.dt
+        return torch.cat([x, t], dim=-1)
+
+    def transition_reward(self, x_prev, x_next, k_next: torch.Tensor, active: torch.Tensor | None = None):
+        """Rewards ``(B,)`` of transitions ``x_prev -> x_next`` ending at steps ``k_next`` ``(B,)``.
+
+        Rows where the boolean ``active`` is false get reward 0 (they did not move).
+        """
+        if active is None:
+            active = torch.ones_like(k_next, dtype=torch.bool)
+        terminal = active & (k_next == self.num_steps)
+        reward = torch.zeros(x_next.shape[0], device=x_next.device, dtype=x_next.dtype)
+        if bool(terminal.any()):
+            reward[terminal] = self.log_reward(x_next[terminal])
+        if self.reward_mode == "soft_rl":
+            log_pb = self.log_pb(x_prev, x_next, k_next.clamp(1, self.num_steps))
+            reward = reward + torch.where(active, log_pb, torch.zeros_like(log_pb))
+        return reward
+
+    def new_batch(self, n: int) -> EpisodeBatch:
+        return EpisodeBatch(self, n)
+
+    def __repr__(self) -> str:
+        return (
+            f"DiffusionMDP({self.target!r}, num_steps={self.num_steps}, t_scale={self.t_scale}, "
+            f"reward_mode={self.reward_mode!r})"
+        )
+
+
+def check_log_reward(log_r: torch.Tensor, x: torch.Tensor, target) -> None:
+    """Raise a ValueError naming the offending point if a target returned NaN (one sync)."""
+    nan = torch.isnan(log_r)
+    if bool(nan.any()):
+        i = int(nan.nonzero()[0, 0])
+        raise ValueError(f"{target!r}.log_reward returned NaN at x = {x[i].tolist()}")
+
+
+class EpisodeBatch:
+    """The state of ``n`` episodes of one MDP: positions ``x`` (n, d) and step counters ``k`` (n,)."""
+
+    def __init__(self, mdp: DiffusionMDP, n: int):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"the number of episodes must be a positive integer, got {n!r}")
+        self.mdp = mdp
+        self.n = n
+        self.x = mdp.initial_positions(n)
+        self.k = torch.zeros(n, dtype=torch.long, device=mdp.device)
+
+    def reset(self, mask: torch.Tensor | None = None) -> None:
+        """Reset all episodes, or those where the boolean ``mask`` (n,) is true."""
+        if mask is None:
+            self.x.zero_()
+            self.k.zero_()
+        else:
+            self.x[mask] = 0.0
+            self.k[mask] = 0
+
+    @property
+    def done(self) -> torch.Tensor:
+        return self.k >= self.mdp.num_steps
+
+    def observe(self) -> torch.Tensor:
+        return self.mdp.observe(self.x, self.k)
+
+    def step(self, x_next: torch.Tensor, active: torch.Tensor | None = None):
+        """Move episodes to ``x_next`` (n, d); returns ``(reward (n,), terminated (n,) bool)``.
+
+        With a boolean ``active`` (n,), only those episodes move; the others keep their state, get
+        reward 0 and ``terminated`` False, and their rows of ``x_next`` are ignored.
+        """
+        if active is None:
+            active = torch.ones(self.n, dtype=torch.bool, device=self.k.device)
+        self.check_positions(x_next, active)
+        if bool((self.done & active).any()):
+            ended = (self.done & active).nonzero().flatten().tolist()
+            raise RuntimeError(f"episodes {ended} have ended (k = T); reset them before stepping again")
+        k_next = self.k + active.long()
+        x_next = x_next.to(self.mdp.dtype)
+        reward = self.mdp.transition_reward(self.x, x_next, k_next, active)
+        self.x = torch.where(active.unsqueeze(-1), x_next, self.x)
+        self.k = k_next
+        return reward, self.done & active
+
+    def check_positions(self, x_next, active: torch.Tensor | None = None) -> None:
+        expected = (self.n, self.mdp.dim)
+        if not isinstance(x_next, torch.Tensor):
+            raise TypeError(f"next positions must be a torch.Tensor of shape {expected}, got {type(x_next)}")
+        if tuple(x_next.shape) != expected:
+            raise ValueError(f"next positions must have shape {expected}, got {tuple(x_next.shape)}")
+        if not x_next.dtype.is_floating_point:
+            raise TypeError(f"next positions must be a floating tensor, got dtype {x_next.dtype}")
+        finite = torch.isfinite(x_next).all(-1)
+        if active is not None:
+            finite = finite | ~active
+        if not bool(finite.all()):
+            i = int((~finite).nonzero()[0, 0])
+            raise ValueError(f"non-finite next position for episode {i}: {x_next[i].tolist()}")

@@ -1,0 +1,33 @@
+"""Targets and the TARGETS registry (name -> factory taking keyword arguments)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from envs.targets.base import Target
+from envs.targets.funnel import Funnel
+from envs.targets.gaussian import Gaussian
+from envs.targets.gmm import GaussianMixture, gmm9, gmm25
+from envs.targets.manywell import Manywell
+
+TARGETS: dict[str, Callable[..., Target]] = {
+    "gmm25": gmm25,
+    "gmm9": gmm9,
+    "funnel": lambda dim=10, t_scale=1.0: Funnel(dim, scale=3.0, t_scale=t_scale),
+    "easy_funnel": lambda dim=10, t_scale=1.0: Funnel(dim, scale=1.0, t_scale=t_scale),
+    "manywell": Manywell,
+    "gaussian": Gaussian,
+}
+
+
+def make_target(name: str, **kwargs) -> Target:
+    """Build a registered target, with a clear error for an unknown name or keyword."""
+    if name not in TARGETS:
+        raise ValueError(f"unknown target {name!r}; registered targets: {sorted(TARGETS)}")
+    try:
+        return TARGETS[name](**kwargs)
+    except TypeError as err:
+        raise ValueError(f"bad keyword arguments {kwargs!r} for target {name!r}: {err}") from None
+
+
+__all__ = ["TARGETS", "Target", "make_target", "Funnel", "Gaussian", "GaussianMixture", "Manywell"]

@@ -1,0 +1,51 @@
+"""The target contract: an unnormalised density R(x) = exp(-E(x)) on R^d."""
+
+from __future__ import annotations
+
+import torch
+
+
+class Target:
+    """Base class of targets.
+
+    Attributes:
+        dim: dimension d of the sample space.
+        log_Z: exact log normalising constant, or None when unknown.
+        t_scale: the paper's default reference variance sigma^2 for this target.
+        plot_bounds: (low, high) box used by figures, or None.
+
+    Subclasses implement ``log_reward`` (batched, differentiable, finite or -inf for finite x, never
+    NaN) and, where exact samples exist, ``sample``.
+    """
+
+    dim: int
+    log_Z: float | None = None
+    t_scale: float = 1.0
+    plot_bounds: tuple[float, float] | None = None
+
+    def log_reward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d) -> (B,)
+        raise NotImplementedError
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no exact sampler")
+
+    @property
+    def has_sampler(self) -> bool:
+        return type(self).sample is not Target.sample
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dim={self.dim})"
+
+
+def check_dim(dim, *, even: bool = False, name: str = "dim") -> int:
+    """Validate a dimension argument, raising a ValueError that names the bad value."""
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"{name} must be a positive integer, got {dim!r}")
+    if even and dim % 2:
+        raise ValueError(f"{name} must be even (pairs of coordinates), got {dim!r}")
+    return dim
+
+
+def like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``t`` on the device and dtype of ``x`` (a no-op when they already match)."""
+    return t.to(device=x.device, dtype=x.dtype)

@@ -1,0 +1,43 @@
+"""Neal's funnel: x0 ~ N(0, s^2), x_{1..d-1} | x0 ~ N(0, exp(x0) I)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from envs.process import LOG_2PI
+from envs.targets.base import Target, check_dim
+
+
+class Funnel(Target):
+    """Normalised funnel density (``log_Z = 0``). ``scale`` is the std of x0: 3 (Funnel) or 1 (EasyFunnel)."""
+
+    log_Z = 0.0
+
+    def __init__(self, dim: int = 10, scale: float = 3.0, t_scale: float = 1.0):
+        self.dim = check_dim(dim)
+        if dim < 2:
+            raise ValueError(f"the funnel needs dim >= 2, got {dim!r}")
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale!r}")
+        self.scale = float(scale)
+        self.t_scale = t_scale
+        self.plot_bounds = (-10.0, 10.0)
+
+    def log_reward(self, x: torch.Tensor) -> torch.Tensor:
+        x0, rest = x[..., 0], x[..., 1:]
+        log_p0 = -0.5 * (x0 / self.scale).square() - math.log(self.scale) - 0.5 * LOG_2PI
+        # rest^2 * exp(-x0): where rest == 0 the product is 0 even if exp(-x0) overflows; the double
+        # `where` keeps both the value and its gradient free of 0 * inf.
+        sq = rest.square()
+        nonzero = sq > 0
+        x0b = torch.where(nonzero, x0.unsqueeze(-1), torch.zeros_like(sq))
+        quad = torch.where(nonzero, sq * torch.exp(-x0b), torch.zeros_like(sq)).sum(-1)
+        n = rest.shape[-1]
+        return log_p0 - 0.5 * quad - 0.5 * n * (x0 + LOG_2PI)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        x0 = self.scale * torch.randn(n, 1, generator=generator)
+        rest = torch.exp(0.5 * x0) * torch.randn(n, self.dim - 1, generator=generator)
+        return torch.cat([x0, rest], dim=1)

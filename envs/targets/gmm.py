@@ -1,0 +1,58 @@
+"""Gaussian mixtures with equal weights and isotropic components: 25GMM and 9GMM."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+
+from envs.process import LOG_2PI
+from envs.targets.base import Target, like
+
+
+class GaussianMixture(Target):
+    """Equal-weight mixture of ``N(mu_i, var * I)``; normalised, so ``log_Z = 0``."""
+
+    log_Z = 0.0
+
+    def __init__(self, means: torch.Tensor, var: float, t_scale: float = 5.0, plot_bounds=None):
+        if means.dim() != 2:
+            raise ValueError(f"means must have shape (n_modes, dim), got {tuple(means.shape)}")
+        if not var > 0:
+            raise ValueError(f"component variance must be > 0, got {var!r}")
+        self.means = means.to(torch.float32)
+        self.var = float(var)
+        self.dim = means.shape[1]
+        self.t_scale = t_scale
+        self.plot_bounds = plot_bounds
+
+    @property
+    def n_modes(self) -> int:
+        return self.means.shape[0]
+
+    def log_reward(self, x: torch.Tensor) -> torch.Tensor:
+        mu = like(self.means, x)
+        sq = (x.unsqueeze(-2) - mu).square().sum(-1)  # (B, n_modes)
+        log_comp = -0.5 * sq / self.var - 0.5 * self.dim * (math.log(self.var) + LOG_2PI)
+        return torch.logsumexp(log_comp, dim=-1) - math.log(self.n_modes)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        probs = torch.full((self.n_modes,), 1.0 / self.n_modes)
+        modes = torch.multinomial(probs, n, replacement=True, generator=generator)
+        noise = torch.randn(n, self.dim, generator=generator)
+        return self.means[modes] + math.sqrt(self.var) * noise
+
+
+def _grid_means(values) -> torch.Tensor:
+    return torch.tensor(list(itertools.product(values, values)), dtype=torch.float32)
+
+
+def gmm25(t_scale: float = 5.0) -> GaussianMixture:
+    """25 modes at {-10, -5, 0, 5, 10}^2, covariance 0.3 I (the paper's 25GMM)."""
+    return GaussianMixture(_grid_means([-10.0, -5.0, 0.0, 5.0, 10.0]), 0.3, t_scale, (-15.0, 15.0))
+
+
+def gmm9(t_scale: float = 5.0) -> GaussianMixture:
+    """9 modes at {-5, 0, 5}^2, std 0.5477 (variance 0.3)."""
+    return GaussianMixture(_grid_means([-5.0, 0.0, 5.0]), 0.5477**2, t_scale, (-8.0, 8.0))
