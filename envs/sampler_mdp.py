@@ -153,18 +153,19 @@ class EpisodeBatch:
         """
         if active is None:
             active = torch.ones(self.n, dtype=torch.bool, device=self.k.device)
-        self.check_positions(x_next, active)
+        x_next = self.check_positions(x_next, active)
         if bool((self.done & active).any()):
             ended = (self.done & active).nonzero().flatten().tolist()
             raise RuntimeError(f"episodes {ended} have ended (k = T); reset them before stepping again")
         k_next = self.k + active.long()
-        x_next = x_next.to(self.mdp.dtype)
         reward = self.mdp.transition_reward(self.x, x_next, k_next, active)
         self.x = torch.where(active.unsqueeze(-1), x_next, self.x)
         self.k = k_next
         return reward, self.done & active
 
-    def check_positions(self, x_next, active: torch.Tensor | None = None) -> None:
+    def check_positions(self, x_next, active: torch.Tensor | None = None) -> torch.Tensor:
+        """Validate next positions and return them in the MDP's dtype (finiteness is checked after the
+        cast, so that a finite float64 value that overflows float32 is rejected)."""
         expected = (self.n, self.mdp.dim)
         if not isinstance(x_next, torch.Tensor):
             raise TypeError(f"next positions must be a torch.Tensor of shape {expected}, got {type(x_next)}")
@@ -172,9 +173,11 @@ class EpisodeBatch:
             raise ValueError(f"next positions must have shape {expected}, got {tuple(x_next.shape)}")
         if not x_next.dtype.is_floating_point:
             raise TypeError(f"next positions must be a floating tensor, got dtype {x_next.dtype}")
+        x_next = x_next.to(self.mdp.dtype)
         finite = torch.isfinite(x_next).all(-1)
         if active is not None:
             finite = finite | ~active
         if not bool(finite.all()):
             i = int((~finite).nonzero()[0, 0])
             raise ValueError(f"non-finite next position for episode {i}: {x_next[i].tolist()}")
+        return x_next

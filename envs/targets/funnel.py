@@ -28,12 +28,13 @@ class Funnel(Target):
     def log_reward(self, x: torch.Tensor) -> torch.Tensor:
         x0, rest = x[..., 0], x[..., 1:]
         log_p0 = -0.5 * (x0 / self.scale).square() - math.log(self.scale) - 0.5 * LOG_2PI
-        # rest^2 * exp(-x0): where rest == 0 the product is 0 even if exp(-x0) overflows; the double
-        # `where` keeps both the value and its gradient free of 0 * inf.
-        sq = rest.square()
-        nonzero = sq > 0
-        x0b = torch.where(nonzero, x0.unsqueeze(-1), torch.zeros_like(sq))
-        quad = torch.where(nonzero, sq * torch.exp(-x0b), torch.zeros_like(sq)).sum(-1)
+        # rest^2 * exp(-x0) computed as (rest * exp(-x0/2))^2, so that a huge |rest| with a huge x0 gives
+        # 0 rather than inf * 0 = NaN; where rest == 0 the term is 0 even if exp(-x0) overflows; the
+        # double `where` keeps both the value and its gradient free of 0 * inf.
+        nonzero = rest != 0
+        x0b = torch.where(nonzero, x0.unsqueeze(-1), torch.zeros_like(rest))
+        scaled = rest * torch.exp(-0.5 * x0b)
+        quad = torch.where(nonzero, scaled.square(), torch.zeros_like(rest)).sum(-1)
         n = rest.shape[-1]
         return log_p0 - 0.5 * quad - 0.5 * n * (x0 + LOG_2PI)
 

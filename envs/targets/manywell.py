@@ -16,7 +16,8 @@ WELL_Z = 11784.50927
 
 def _well_log_density(a: torch.Tensor) -> torch.Tensor:
     a2 = a.square()
-    return -a2.square() + 6.0 * a2 + 0.5 * a
+    # -a^4 + 6 a^2 written as -a^2 (a^2 - 6): when a^2 overflows to inf this is -inf, not inf - inf = NaN.
+    return -a2 * (a2 - 6.0) + 0.5 * a
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,0 +1,104 @@
+"""Frozen-dataclass configs: to and from plain dicts (JSON), and flat overrides by field name.
+
+Field names are unique across the nested configs of a run (``TrainConfig`` -> ``GFlowNetConfig`` ->
+``PolicyConfig``), so an override names a field without its path: ``{"lr_policy": "3e-4",
+"langevin": "true"}``. Values given as strings are parsed by the field's declared type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _is_dataclass_type(tp) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def from_dict(cls, data: dict):
+    """Rebuild a (nested) frozen dataclass from ``to_dict`` output; unknown keys are an error."""
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; known: {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        tp = hints[key]
+        kwargs[key] = from_dict(tp, value) if _is_dataclass_type(tp) and isinstance(value, dict) else value
+    return cls(**kwargs)
+
+
+def field_paths(cls, prefix: tuple[str, ...] = ()) -> dict[str, tuple[tuple[str, ...], Any]]:
+    """Map every leaf field name to (path of parent fields, declared type)."""
+    out: dict[str, tuple[tuple[str, ...], Any]] = {}
+    for name, tp in _hints(cls).items():
+        if _is_dataclass_type(tp):
+            out.update(field_paths(tp, prefix + (name,)))
+        else:
+            if name in out:
+                raise AssertionError(f"field name {name!r} is not unique across nested configs")
+            out[name] = (prefix, tp)
+    return out
+
+
+def parse_value(text: str, tp, name: str = "value"):
+    """Parse ``text`` as declared type ``tp`` (int, float, bool, str, Optional[...])."""
+    if not isinstance(text, str):
+        return text
+    args = typing.get_args(tp)
+    is_union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    if is_union:
+        if type(None) in args and text.lower() in ("none", "null"):
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return parse_value(text, arg, name)
+            except ValueError as err:
+                errors.append(str(err))
+        raise ValueError(f"cannot parse {name}={text!r} as {tp}: {'; '.join(errors)}")
+    try:
+        if tp is bool:
+            if text.lower() not in _BOOLS:
+                raise ValueError(f"expected true/false, got {text!r}")
+            return _BOOLS[text.lower()]
+        if tp is int:
+            return int(float(text)) if float(text).is_integer() else int(text)
+        if tp is float:
+            return float(text)
+        if tp is str:
+            return text
+    except ValueError as err:
+        raise ValueError(f"cannot parse {name}={text!r} as {getattr(tp, '__name__', tp)}: {err}") from None
+    raise ValueError(f"field {name} of type {tp} cannot be set from the command line")
+
+
+def apply_overrides(cfg, overrides: dict[str, Any]):
+    """A copy of ``cfg`` with leaf fields replaced by name; raises ValueError for unknown names."""
+    paths = field_paths(type(cfg))
+    for name, raw in overrides.items():
+        if name not in paths:
+            raise ValueError(f"unknown config field {name!r}; known fields: {sorted(paths)}")
+        path, tp = paths[name]
+        cfg = _replace_at(cfg, path, name, parse_value(raw, tp, name))
+    return cfg
+
+
+def _replace_at(cfg, path: tuple[str, ...], name: str, value):
+    if not path:
+        return dataclasses.replace(cfg, **{name: value})
+    child = getattr(cfg, path[0])
+    return dataclasses.replace(cfg, **{path[0]: _replace_at(child, path[1:], name, value)})

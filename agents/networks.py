@@ -1,0 +1,100 @@
+"""Networks of the PIS-style architecture used by the paper.
+
+Time enters through Fourier features ``sin/cos(freq * t + phase)`` (64 harmonics, frequencies spread
+over [0.1, 100], a learned phase) followed by an MLP. Every network here takes a precomputed *time
+embedding* rather than raw times: a batch of trajectories on a shared time grid has only T distinct
+times, so the embedding is computed once per time and broadcast over the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class FourierTimeEmbedding(nn.Module):
+    """``t -> MLP([sin(f t + phi), cos(f t + phi)])`` with ``harmonics`` frequencies in [0.1, 100]."""
+
+    def __init__(self, harmonics: int = 64, hidden_dim: int = 64, out_dim: int = 64):
+        super().__init__()
+        self.register_buffer("freqs", torch.linspace(0.1, 100.0, harmonics))
+        self.phase = nn.Parameter(torch.randn(harmonics))
+        self.mlp = nn.Sequential(nn.Linear(2 * harmonics, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` of shape ``(...,)`` -> embedding ``(..., out_dim)``."""
+        arg = t.unsqueeze(-1) * self.freqs + self.phase
+        return self.mlp(torch.cat([arg.sin(), arg.cos()], dim=-1))
+
+
+def _zero_(layer: nn.Linear, bias: float = 0.0) -> nn.Linear:
+    nn.init.zeros_(layer.weight)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+class JointNet(nn.Module):
+    """``(x, t) -> out``: a linear state encoder, summed with a time embedding, then a GELU MLP.
+
+    Used for the policy (``out_dim = 2 d``: drift and log-variance, zero-initialised last layer), the
+    conditional log-flow (``out_dim = 1``) and the backward-kernel correction (``out_dim = 2 d``).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        out_dim: int,
+        hidden_dim: int = 64,
+        harmonics: int = 64,
+        joint_layers: int = 2,
+        zero_init: bool = True,
+    ):
+        super().__init__()
+        self.state_encoder = nn.Linear(dim, hidden_dim)
+        self.time_embedding = FourierTimeEmbedding(harmonics, hidden_dim, hidden_dim)
+        layers: list[nn.Module] = [nn.GELU()]
+        for _ in range(joint_layers):
+            layers += [nn.Linear(hidden_dim, hidden_dim), nn.GELU()]
+        last = nn.Linear(hidden_dim, out_dim)
+        layers.append(_zero_(last) if zero_init else last)
+        self.joint = nn.Sequential(*layers)
+
+    def embed_time(self, t: torch.Tensor) -> torch.Tensor:
+        return self.time_embedding(t)
+
+    def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(..., d)`` and a time embedding broadcastable to ``(..., hidden)``."""
+        return self.joint(self.state_encoder(x) + t_emb)
+
+
+class LangevinScaleNet(nn.Module):
+    """``t -> scale(t)`` multiplying the clipped score in the Langevin parametrisation.
+
+    Output per dimension (``out_dim = d``) or scalar (``out_dim = 1``); the last layer has zero weights
+    and bias 0.01, so training starts from a small multiple of the score.
+    """
+
+    def __init__(self, out_dim: int = 1, hidden_dim: int = 64, harmonics: int = 64, layers: int = 3):
+        super().__init__()
+        self.register_buffer("freqs", torch.linspace(0.1, 100.0, harmonics))
+        self.phase = nn.Parameter(torch.randn(harmonics))
+        mods: list[nn.Module] = [nn.Linear(2 * harmonics, hidden_dim)]
+        for _ in range(layers - 1):
+            mods += [nn.GELU(), nn.Linear(hidden_dim, hidden_dim)]
+        mods += [nn.GELU(), _zero_(nn.Linear(hidden_dim, out_dim), bias=0.01)]
+        self.mlp = nn.Sequential(*mods)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        arg = t.unsqueeze(-1) * self.freqs + self.phase
+        return self.mlp(torch.cat([arg.sin(), arg.cos()], dim=-1))
+
+
+class LogZ(nn.Module):
+    """A scalar learned log-partition function (the initial flow of trajectory balance)."""
+
+    def __init__(self, init: float = 0.0):
+        super().__init__()
+        self.value = nn.Parameter(torch.tensor(float(init)))
+
+    def forward(self) -> torch.Tensor:
+        return self.value

@@ -1,0 +1,101 @@
+"""Training objectives as pure batched functions returning a per-trajectory ``(B,)`` loss.
+
+Inputs are tensors: ``log_pf``/``log_pb`` ``(B, T)``, ``log_r`` ``(B,)``, a scalar ``log_z`` or flows
+``log_f`` ``(B, T + 1)`` whose last column is the terminal log-reward. The caller reduces the loss.
+Forward-looking (FL) variants are the same losses on forward-looking flows; the flows themselves are
+formed by the agent. Squared residuals carry no factor 1/2 (Adam does not care).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+def trajectory_balance(log_pf, log_pb, log_r, log_z) -> torch.Tensor:
+    """``(log Z + sum log p_F - sum log p_B - log R)^2``."""
+    return (log_z + log_pf.sum(-1) - log_pb.sum(-1) - log_r).square()
+
+
+def vargrad(log_pf, log_pb, log_r) -> torch.Tensor:
+    """Trajectory balance with log Z replaced by the batch estimate ``mean(log w)`` (detached).
+
+    The gradient equals that of the batch variance of the log-weights, so no log Z is learned, and
+    the loss is invariant to a constant shift of ``log_r``.
+    """
+    log_w = log_r + log_pb.sum(-1) - log_pf.sum(-1)
+    return (log_w - log_w.mean().detach()).square()
+
+
+def detailed_balance(log_pf, log_pb, log_f) -> torch.Tensor:
+    """``sum_k (log F_k + log p_F,k - log F_{k+1} - log p_B,k)^2`` over the T transitions."""
+    return (log_f[:, :-1] + log_pf - log_f[:, 1:] - log_pb).square().sum(-1)
+
+
+def _subtb_weights(num_states: int, lam: float, device, dtype) -> torch.Tensor:
+    """``(T+1, T+1)`` weights ``lam^(j-i)`` for ``i < j``, 0 elsewhere, normalised to sum to 1."""
+    idx = torch.arange(num_states, device=device, dtype=dtype)
+    gap = idx.view(1, -1) - idx.view(-1, 1)
+    w = torch.where(gap > 0, torch.tensor(lam, device=device, dtype=dtype) ** gap, torch.zeros_like(gap))
+    return w / w.sum()
+
+
+def subtrajectory_balance(log_pf, log_pb, log_f, lam: float = 2.0) -> torch.Tensor:
+    """Lambda-weighted balance over all ``T (T + 1) / 2`` sub-trajectories ``i < j``.
+
+    The residual of sub-trajectory (i, j) is ``a_i - a_j`` with ``a_k = log F_k - C_k`` and
+    ``C_k = sum_{m<k} (log p_F,m - log p_B,m)``: one cumulative sum and a masked outer difference.
+    """
+    c = torch.nn.functional.pad((log_pf - log_pb).cumsum(-1), (1, 0))
+    a = log_f - c  # (B, T+1)
+    resid = a.unsqueeze(-1) - a.unsqueeze(-2)  # (B, i, j)
+    w = _subtb_weights(a.shape[-1], lam, a.device, a.dtype)
+    return (w * resid.square()).sum((-2, -1))
+
+
+def pis(log_pf, log_pb, log_r) -> torch.Tensor:
+    """Path-wise KL(p_F || p_B R / Z) up to log Z: ``sum log p_F - sum log p_B - log R``.
+
+    Its gradient is the reparameterised KL gradient only when the path carries gradients.
+    """
+    return log_pf.sum(-1) - log_pb.sum(-1) - log_r
+
+
+def backward_mle(log_pf) -> torch.Tensor:
+    """Negative log-likelihood of (backward-sampled) paths under the forward policy."""
+    return -log_pf.sum(-1)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A registered objective: how to compute it from Trajectories, and what the agent must provide.
+
+    Attributes:
+        loss: ``(traj, log_z, lam) -> (B,)``.
+        needs: "log_z" (a learned scalar), "flow" (a state-flow network) or None.
+        forward_looking: flows get the forward-looking energy terms.
+        path_gradient: trajectories must be sampled with gradients (PIS); otherwise off-policy.
+    """
+
+    loss: Callable
+    needs: str | None = None
+    forward_looking: bool = False
+    path_gradient: bool = False
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "tb": Objective(lambda tr, log_z, lam: trajectory_balance(tr.log_pf, tr.log_pb, tr.log_r, log_z), "log_z"),
+    "vargrad": Objective(lambda tr, log_z, lam: vargrad(tr.log_pf, tr.log_pb, tr.log_r)),
+    "db": Objective(lambda tr, log_z, lam: detailed_balance(tr.log_pf, tr.log_pb, tr.log_f), "flow"),
+    "fl-db": Objective(lambda tr, log_z, lam: detailed_balance(tr.log_pf, tr.log_pb, tr.log_f), "flow", True),
+    "subtb": Objective(
+        lambda tr, log_z, lam: subtrajectory_balance(tr.log_pf, tr.log_pb, tr.log_f, lam), "flow"
+    ),
+    "fl-subtb": Objective(
+        lambda tr, log_z, lam: subtrajectory_balance(tr.log_pf, tr.log_pb, tr.log_f, lam), "flow", True
+    ),
+    "pis": Objective(lambda tr, log_z, lam: pis(tr.log_pf, tr.log_pb, tr.log_r), path_gradient=True),
+    "bwd-mle": Objective(lambda tr, log_z, lam: backward_mle(tr.log_pf)),
+}

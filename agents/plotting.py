@@ -1,0 +1,56 @@
+"""Figures of samples: 2-D scatter over the density contour, or 2-D projections for higher dims."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from envs.targets import Manywell, Target  # noqa: E402
+
+
+def _contour(ax, target: Target, dims: tuple[int, int], bounds, n: int = 200) -> None:
+    """Density contour of a 2-D target, or of one Manywell well (which factorises by pairs)."""
+    lo, hi = bounds
+    g = torch.linspace(lo, hi, n)
+    xx, yy = torch.meshgrid(g, g, indexing="xy")
+    grid = torch.stack([xx.flatten(), yy.flatten()], -1)
+    if target.dim == 2:
+        log_r = target.log_reward(grid)
+    elif isinstance(target, Manywell) and dims[0] % 2 == 0 and dims[1] == dims[0] + 1:
+        log_r = Manywell(2).log_reward(grid)
+    else:
+        return
+    ax.contour(xx, yy, log_r.view(n, n).clamp_min(log_r.max() - 30), levels=20, linewidths=0.5, cmap="Greys")
+
+
+def projections(target: Target) -> list[tuple[int, int]]:
+    if target.dim == 2:
+        return [(0, 1)]
+    if isinstance(target, Manywell):
+        return [(0, 1), (2, 3)]
+    return [(0, 1), (0, 2)]
+
+
+def plot_samples(target: Target, samples: dict[str, torch.Tensor], path: str, title: str = "") -> None:
+    """Scatter each named sample set (e.g. model, exact, buffer) on each projection; save to ``path``."""
+    pairs = projections(target)
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 5), squeeze=False)
+    bounds = target.plot_bounds or (-5.0, 5.0)
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
+    for ax, dims in zip(axes[0], pairs):
+        _contour(ax, target, dims, bounds)
+        for color, (name, x) in zip(colors, samples.items()):
+            x = x.detach().cpu()
+            ax.scatter(x[:, dims[0]], x[:, dims[1]], s=2, alpha=0.4, color=color, label=name)
+        ax.set_xlim(*bounds)
+        ax.set_ylim(*bounds)
+        ax.set_xlabel(f"x{dims[0] + 1}")
+        ax.set_ylabel(f"x{dims[1] + 1}")
+    axes[0, 0].legend(loc="upper right", markerscale=5)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,235 @@
+"""Training a GFlowNet sampler: the loop, periodic evaluation, logging, checkpoints and resume.
+
+A run directory holds ``config.json``, tensorboard events, ``figures/``, ``checkpoint.pt`` (written
+atomically) and, at the end, ``metrics.json``. ``Trainer.resume(run_dir)`` continues a run exactly
+where its last checkpoint left it: model, optimiser and random-generator states are all restored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+import envs
+from agents import metrics
+from agents.config import from_dict, to_dict
+from agents.gflownet import GFlowNetAgent, GFlowNetConfig
+
+FINAL_KEYS = metrics.METRIC_KEYS + ("ms_per_iteration", "iterations", "wall_seconds")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run.
+
+    Attributes:
+        env_id: a registered ``DiffSampler-*-v0`` id.
+        env_kwargs: keyword arguments of the env (``dim``, ``num_steps``, ``t_scale``, ...).
+        preset: name of the preset the agent config came from (informational).
+        agent: the agent's configuration.
+        iterations: training iterations in total.
+        seed: seeds model initialisation, training noise and evaluation.
+        device: torch device ("cpu", "cuda", ...).
+        eval_every: evaluate every this many iterations (and at the end).
+        eval_samples: trajectories per evaluation (the paper uses 2,000).
+        log_every: write training scalars every this many iterations.
+        checkpoint_every: save a checkpoint every this many iterations (and at the end).
+        figures: save sample figures at each evaluation.
+        threads: torch CPU threads (None: torch's default).
+    """
+
+    env_id: str = "DiffSampler-GMM25-v0"
+    env_kwargs: dict = field(default_factory=dict)
+    preset: str = "custom"
+    agent: GFlowNetConfig = field(default_factory=GFlowNetConfig)
+    iterations: int = 25_000
+    seed: int = 0
+    device: str = "cpu"
+    eval_every: int = 1000
+    eval_samples: int = 2000
+    log_every: int = 100
+    checkpoint_every: int = 1000
+    figures: bool = True
+    threads: int | None = None
+
+    def __post_init__(self):
+        for name in ("iterations", "eval_every", "eval_samples", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be None or >= 1, got {self.threads!r}")
+        if not isinstance(self.env_kwargs, dict):
+            raise ValueError(f"env_kwargs must be a dict, got {self.env_kwargs!r}")
+
+
+class Trainer:
+    """Owns the MDP, the agent, the generators and the run directory of one training run."""
+
+    def __init__(self, config: TrainConfig, run_dir: str | os.PathLike | None = None):
+        self.config = config
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        if config.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {config.device!r} requested but CUDA is not available")
+        self.mdp = envs.make_mdp(config.env_id, device=config.device, **config.env_kwargs)
+        torch.manual_seed(config.seed)
+        self.agent = GFlowNetAgent(self.mdp, config.agent)
+        self.generator = torch.Generator(config.device).manual_seed(config.seed)
+        self.cpu_generator = torch.Generator().manual_seed(config.seed + 1)
+        self.iteration = 0
+        self.train_seconds = 0.0
+        self.last_eval: dict = {}
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self._writer = None
+        if self.run_dir is not None:
+            (self.run_dir / "figures").mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(to_dict(config), indent=2))
+
+    # --- persistence --------------------------------------------------------------------------------
+
+    @classmethod
+    def resume(cls, run_dir: str | os.PathLike, iterations: int | None = None) -> Trainer:
+        """Rebuild a run from its directory and load its checkpoint (optionally extending its budget)."""
+        run_dir = Path(run_dir)
+        if not (run_dir / "config.json").exists():
+            raise FileNotFoundError(f"no config.json in {run_dir}: not a run directory")
+        config = from_dict(TrainConfig, json.loads((run_dir / "config.json").read_text()))
+        if iterations is not None:
+            config = dataclasses.replace(config, iterations=iterations)
+        trainer = cls(config, run_dir)
+        if (run_dir / "checkpoint.pt").exists():
+            trainer.load_state(torch.load(run_dir / "checkpoint.pt", weights_only=False))
+        return trainer
+
+    def state(self) -> dict:
+        return {
+            "agent": self.agent.state_dict(),
+            "optimizer": self.agent.optimizer.state_dict(),
+            "iteration": self.iteration,
+            "train_seconds": self.train_seconds,
+            "generator": self.generator.get_state(),
+            "cpu_generator": self.cpu_generator.get_state(),
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.agent.load_state_dict(state["agent"])
+        self.agent.optimizer.load_state_dict(state["optimizer"])
+        self.iteration = state["iteration"]
+        self.train_seconds = state["train_seconds"]
+        self.generator.set_state(state["generator"])
+        self.cpu_generator.set_state(state["cpu_generator"])
+
+    def save_checkpoint(self) -> None:
+        if self.run_dir is None:
+            return
+        tmp = self.run_dir / "checkpoint.pt.tmp"
+        torch.save(self.state(), tmp)
+        os.replace(tmp, self.run_dir / "checkpoint.pt")
+
+    @property
+    def writer(self):
+        if self._writer is None and self.run_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration + 1)
+        return self._writer
+
+    def _log(self, scalars: dict, step: int) -> None:
+        if self.writer is None:
+            return
+        for key, value in scalars.items():
+            if value is not None and math.isfinite(float(value)):
+                self.writer.add_scalar(key, float(value), step)
+
+    # --- evaluation ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, n: int | None = None, figure: bool | None = None) -> dict:
+        """Metrics of ``n`` on-policy trajectories (and exact samples, where the target has them).
+
+        Uses its own generator seeded from (seed, iteration), so evaluating never perturbs training.
+        """
+        n = n or self.config.eval_samples
+        target = self.mdp.target
+        gen = torch.Generator(self.config.device).manual_seed(self.config.seed * 1_000_003 + self.iteration)
+        cpu_gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.iteration)
+        traj = self.agent.sample(n, gen)
+        x = traj.terminal
+        exact = log_w_bwd = None
+        if target.has_sampler:
+            exact = target.sample(n, cpu_gen).to(self.config.device)
+            log_w_bwd = self.agent.sample_backward(exact, gen).log_weight
+        result = metrics.summarize(traj.log_weight, target.log_Z, x, exact, log_w_bwd, target)
+        learned = self.agent.learned_log_z()
+        result["log_z_learned"] = None if learned is None else float(learned)
+        if (self.config.figures if figure is None else figure) and self.run_dir is not None:
+            from agents.plotting import plot_samples
+
+            sets = ({"exact": exact[:1000]} if exact is not None else {}) | {"model": x[:1000]}
+            path = self.run_dir / "figures" / f"samples_{self.iteration:06d}.png"
+            plot_samples(target, sets, str(path), f"{self.config.preset} on {self.config.env_id}, it {self.iteration}")
+        return result
+
+    # --- the loop -----------------------------------------------------------------------------------
+
+    def run(self, progress: bool = True) -> dict:
+        """Train up to ``config.iterations``, evaluating, logging and checkpointing on the way."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        start = time.perf_counter()
+        bar = tqdm(total=cfg.iterations, initial=self.iteration, disable=not progress, dynamic_ncols=True)
+        window_start, window_iters = time.perf_counter(), 0
+        while self.iteration < cfg.iterations:
+            it = self.iteration
+            backward_x = self.agent.backward_batch(it, self.cpu_generator)
+            out = self.agent.train_step(it, self.generator, backward_x)
+            self.iteration += 1
+            window_iters += 1
+            bar.update(1)
+            if self.iteration % cfg.log_every == 0 or self.iteration == cfg.iterations:
+                loss = float(out["loss"])  # the one host sync per logging window
+                elapsed = time.perf_counter() - window_start
+                self.train_seconds += elapsed
+                ms = 1000 * elapsed / window_iters
+                self._log({"train/loss": loss, "train/ms_per_iteration": ms,
+                           "train/exploration_std": self.agent.exploration_std(it)}, self.iteration)
+                bar.set_postfix(loss=f"{loss:.3g}", **self._postfix())
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"training loss became {loss} at iteration {self.iteration}")
+            if self.iteration % cfg.eval_every == 0 or self.iteration == cfg.iterations:
+                self.last_eval = self.evaluate()
+                self._log({f"eval/{k}": v for k, v in self.last_eval.items()}, self.iteration)
+                bar.set_postfix(loss=f"{float(out['loss']):.3g}", **self._postfix())
+            if self.iteration % cfg.checkpoint_every == 0 or self.iteration == cfg.iterations:
+                self.save_checkpoint()
+            if self.iteration % cfg.log_every == 0:
+                window_start, window_iters = time.perf_counter(), 0
+        bar.close()
+        return self.finish(time.perf_counter() - start)
+
+    def _postfix(self) -> dict:
+        keys = ("delta_log_z", "delta_log_z_rw", "w2") if self.mdp.target.log_Z is not None else ("log_z", "log_z_rw")
+        return {k: f"{self.last_eval[k]:.3f}" for k in keys if self.last_eval.get(k) is not None}
+
+    def finish(self, wall_seconds: float) -> dict:
+        """Final metrics (flat keys), written to ``metrics.json`` in the run directory."""
+        if not self.last_eval:
+            self.last_eval = self.evaluate()
+        result = {k: self.last_eval.get(k) for k in metrics.METRIC_KEYS}
+        result |= {k: v for k, v in self.last_eval.items() if k not in result}
+        result["ms_per_iteration"] = 1000 * self.train_seconds / max(self.iteration, 1)
+        result["iterations"] = self.iteration
+        result["wall_seconds"] = wall_seconds
+        if self.writer is not None:
+            self.writer.flush()
+        if self.run_dir is not None:
+            (self.run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+        return result
