@@ -60,11 +60,17 @@ class JointNet(nn.Module):
         self.joint = nn.Sequential(*layers)
 
     def embed_time(self, t: torch.Tensor) -> torch.Tensor:
-        return self.time_embedding(t)
+        """Time embedding with the state encoder's bias folded in: ``(..., hidden)``."""
+        return self.time_embedding(t) + self.state_encoder.bias
 
     def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
-        """``x`` ``(..., d)`` and a time embedding broadcastable to ``(..., hidden)``."""
-        return self.joint(self.state_encoder(x) + t_emb)
+        """``x`` ``(..., d)`` and an ``embed_time`` output broadcastable to ``(..., hidden)``."""
+        w = self.state_encoder.weight
+        if x.dim() == 2 and t_emb.dim() == 1:
+            h = torch.addmm(t_emb, x, w.t())  # one fused op per sampling step
+        else:
+            h = torch.nn.functional.linear(x, w) + t_emb
+        return self.joint(h)
 
 
 class LangevinScaleNet(nn.Module):

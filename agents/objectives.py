@@ -34,11 +34,11 @@ def detailed_balance(log_pf, log_pb, log_f) -> torch.Tensor:
     return (log_f[:, :-1] + log_pf - log_f[:, 1:] - log_pb).square().sum(-1)
 
 
-def _subtb_weights(num_states: int, lam: float, device, dtype) -> torch.Tensor:
-    """``(T+1, T+1)`` weights ``lam^(j-i)`` for ``i < j``, 0 elsewhere, normalised to sum to 1."""
-    idx = torch.arange(num_states, device=device, dtype=dtype)
+def _subtb_weights(num_states: int, lam: float, device) -> torch.Tensor:
+    """``(T+1, T+1)`` float64 weights ``lam^(j-i)`` for ``i < j``, 0 elsewhere, normalised to sum to 1."""
+    idx = torch.arange(num_states, device=device, dtype=torch.float64)
     gap = idx.view(1, -1) - idx.view(-1, 1)
-    w = torch.where(gap > 0, torch.tensor(lam, device=device, dtype=dtype) ** gap, torch.zeros_like(gap))
+    w = torch.where(gap > 0, lam**gap, torch.zeros_like(gap))
     return w / w.sum()
 
 
@@ -46,13 +46,19 @@ def subtrajectory_balance(log_pf, log_pb, log_f, lam: float = 2.0) -> torch.Tens
     """Lambda-weighted balance over all ``T (T + 1) / 2`` sub-trajectories ``i < j``.
 
     The residual of sub-trajectory (i, j) is ``a_i - a_j`` with ``a_k = log F_k - C_k`` and
-    ``C_k = sum_{m<k} (log p_F,m - log p_B,m)``: one cumulative sum and a masked outer difference.
+    ``C_k = sum_{m<k} (log p_F,m - log p_B,m)`` (one cumulative sum). The weighted sum of squared
+    residuals is the quadratic form ``sum_i a_i^2 (r_i + c_i) - 2 a^T W a`` (r, c: row and column sums
+    of the upper-triangular weights W): one small matmul instead of a (B, T+1, T+1) tensor. It is
+    evaluated in float64 on ``a`` centred per trajectory (the loss is shift-invariant), so the
+    cancellation between the terms costs no precision.
     """
     c = torch.nn.functional.pad((log_pf - log_pb).cumsum(-1), (1, 0))
-    a = log_f - c  # (B, T+1)
-    resid = a.unsqueeze(-1) - a.unsqueeze(-2)  # (B, i, j)
-    w = _subtb_weights(a.shape[-1], lam, a.device, a.dtype)
-    return (w * resid.square()).sum((-2, -1))
+    a = (log_f - c).double()
+    a = a - a.mean(-1, keepdim=True).detach()
+    w = _subtb_weights(a.shape[-1], lam, a.device)
+    diag = w.sum(0) + w.sum(1)
+    loss = (a.square() * diag).sum(-1) - 2 * ((a @ w) * a).sum(-1)
+    return loss.to(log_f.dtype)
 
 
 def pis(log_pf, log_pb, log_r) -> torch.Tensor:

@@ -86,7 +86,9 @@ class DiffusionPolicy(nn.Module):
         self.dim, self.num_steps, self.t_scale, self.config = dim, num_steps, t_scale, config
         self.dt = 1.0 / num_steps
         c = config
-        self.net = JointNet(dim, 2 * dim, c.hidden_dim, c.harmonics, c.joint_layers, zero_init=True)
+        # The log-variance head exists only when the variance is learned (no wasted FLOPs otherwise).
+        out_dim = 2 * dim if c.learn_variance else dim
+        self.net = JointNet(dim, out_dim, c.hidden_dim, c.harmonics, c.joint_layers, zero_init=True)
         self.langevin_scale = (
             LangevinScaleNet(dim if c.langevin_per_dim else 1, c.hidden_dim, c.harmonics, c.langevin_layers)
             if c.langevin
@@ -109,14 +111,14 @@ class DiffusionPolicy(nn.Module):
     def kernel(self, x, t_emb, lgv_scale=None, score=None):
         """Mean and variance of ``p_F(. | x)``; variance is a float unless the variance is learned."""
         out = self.net(x, t_emb)
-        drift, raw_logvar = out[..., : self.dim], out[..., self.dim :]
+        drift = out[..., : self.dim]
         if self.langevin_scale is not None:
             drift = drift + lgv_scale * score
         clip = self.config.clip_output
-        mean = x + self.dt * drift.clamp(-clip, clip)
+        mean = torch.add(x, drift.clamp(-clip, clip), alpha=self.dt)
         base_var = self.t_scale * self.dt
         if self.config.learn_variance:
-            logvar = self.config.log_var_range * torch.tanh(raw_logvar.clamp(-clip, clip))
+            logvar = self.config.log_var_range * torch.tanh(out[..., self.dim :].clamp(-clip, clip))
             return mean, base_var * logvar.exp()
         return mean, base_var
 

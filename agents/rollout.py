@@ -77,21 +77,32 @@ def sample_forward(
     T, d = policy.num_steps, policy.dim
     device = policy.times.device
     t_emb, scale = policy.time_features(policy.times[:-1])
-    noise = torch.randn(n, T, d, generator=generator, device=device)
-    states = torch.zeros(n, T + 1, d, device=device)
+    # Time-major buffers: every step reads and writes one contiguous (n, d) slab.
+    noise = torch.randn(T, n, d, generator=generator, device=device)
+    fixed_var = not policy.config.learn_variance
+    if fixed_var:  # scale all the noise at once
+        noise.mul_(noise_std(policy.t_scale * policy.dt, exploration_std))
+    states = torch.zeros(T + 1, n, d, device=device)
     langevin = policy.langevin_scale is not None
-    scores = torch.empty(n, T, d, device=device) if langevin else None
-    log_r_states = torch.empty(n, T, device=device) if langevin or need_log_r_states else None
-    x, score = states[:, 0], None
+    scores = torch.empty(T, n, d, device=device) if langevin else None
+    log_r_states = torch.empty(T, n, device=device) if langevin else None
+    x, score = states[0], None
     for k in range(T):
         if langevin:
-            log_r_states[:, k], score = clipped_score(target, x, policy.config.clip_score)
-            scores[:, k] = score
-        elif need_log_r_states:
-            log_r_states[:, k] = target.log_reward(x)
+            log_r_states[k], score = clipped_score(target, x, policy.config.clip_score)
+            scores[k] = score
         mean, var = policy.kernel(x, t_emb[k], None if scale is None else scale[k], score)
-        x = mean + noise_std(var, exploration_std) * noise[:, k]
-        states[:, k + 1] = x
+        if fixed_var:
+            x = torch.add(mean, noise[k], out=states[k + 1])
+        else:
+            x = torch.addcmul(mean, noise_std(var, exploration_std), noise[k], out=states[k + 1])
+    states = states.transpose(0, 1).contiguous()
+    if langevin:
+        scores = scores.transpose(0, 1).contiguous()
+    if log_r_states is not None:
+        log_r_states = log_r_states.t().contiguous()
+    elif need_log_r_states:  # all intermediate log-rewards in one batched call
+        log_r_states = target.log_reward(states[:, :-1].reshape(n * T, d)).view(n, T)
     return Paths(states, _terminal_log_reward(target, x), scores, log_r_states)
 
 

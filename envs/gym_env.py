@@ -46,6 +46,15 @@ def default_action_bound(mdp: DiffusionMDP, n_std: float = 5.0) -> float:
 
 def _check_action_values(a: torch.Tensor, bound: float | None, rows: torch.Tensor | None = None) -> None:
     """NaN/inf and out-of-bound checks; ``rows`` restricts them to the active environments."""
+    # Fast path: one masked reduction and one sync, no boolean indexing (which costs a nonzero() and,
+    # on a busy CPU, an OpenMP hand-off of milliseconds). The messages are built only on failure.
+    ok = torch.isfinite(a).all(-1)
+    if bound is not None:
+        ok = ok & (a.abs() <= bound).all(-1)
+    if rows is not None:
+        ok = ok | ~rows
+    if bool(ok.all()):
+        return
     checked = a if rows is None else a[rows]
     if not bool(torch.isfinite(checked).all()):
         raise ValueError(f"actions must be finite, got {checked[~torch.isfinite(checked).all(-1)].tolist()}")

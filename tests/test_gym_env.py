@@ -100,8 +100,10 @@ def test_episode_terminates_at_step_t_with_terminal_reward(env_id):
         if k < T:
             assert reward == 0.0 and "log_reward" not in info
     expected = float(target.log_reward(torch.as_tensor(obs[None, :-1]))[0])
-    assert reward == pytest.approx(expected, rel=1e-5) and info["log_reward"] == pytest.approx(expected, rel=1e-5)
-    with pytest.raises(RuntimeError, match="ended"):
+    assert reward == pytest.approx(expected, rel=1e-5) and info["log_reward"] == pytest.approx(
+        expected, rel=1e-5
+    )
+    with pytest.raises(RuntimeError, match=r"episodes \[0\] have ended"):
         env.step(np.zeros(target.dim, dtype=np.float32))
 
 
@@ -149,7 +151,9 @@ def test_vector_next_step_autoreset():
 
 
 def test_vector_same_step_autoreset():
-    vec = gym.make_vec("DiffSampler-Gaussian-v0", num_envs=2, num_steps=3, autoreset_mode=AutoresetMode.SAME_STEP)
+    vec = gym.make_vec(
+        "DiffSampler-Gaussian-v0", num_envs=2, num_steps=3, autoreset_mode=AutoresetMode.SAME_STEP
+    )
     assert vec.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
     vec.reset()
     a = torch.tensor([[0.5, 0.0], [0.0, -1.0]])
@@ -221,10 +225,18 @@ def test_state_overflow_is_rejected():
 @pytest.mark.parametrize("cls", [DiffSamplerEnv, lambda **kw: DiffSamplerVectorEnv(2, **kw)])
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"render_mode": "human"}, "'human'"), ({"action_bound": 0.0}, "got 0.0"), ({"action_bound": -1.0}, "got -1.0"),
-     ({"action_bound": math.inf}, "got inf"), ({"t_scale": 0.0}, "got 0.0"), ({"t_scale": -3.0}, "got -3.0"),
-     ({"num_steps": 0}, "got 0"), ({"reward_mode": "sparse"}, "'sparse'"), ({"target": "nope"}, "'nope'")],
-)  # fmt: skip
+    [
+        ({"render_mode": "human"}, "'human'"),
+        ({"action_bound": 0.0}, "got 0.0"),
+        ({"action_bound": -1.0}, "got -1.0"),
+        ({"action_bound": math.inf}, "got inf"),
+        ({"t_scale": 0.0}, "got 0.0"),
+        ({"t_scale": -3.0}, "got -3.0"),
+        ({"num_steps": 0}, "got 0"),
+        ({"reward_mode": "sparse"}, "'sparse'"),
+        ({"target": "nope"}, "'nope'"),
+    ],
+)
 def test_bad_constructor_arguments(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
         cls(**kwargs)

@@ -62,7 +62,7 @@ def test_soft_rl_rewards_sum_to_log_reward_plus_log_pb(env_id):
 def test_seeded_rollouts_are_reproducible(env_id):
     mdp = envs.make_mdp(env_id, num_steps=T_SMALL, reward_mode="soft_rl")
     a, b, c = rollout(mdp, 8, seed=2), rollout(mdp, 8, seed=2), rollout(mdp, 8, seed=3)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert torch.equal(x, y)
     assert not torch.equal(a[0], c[0])
 
@@ -81,8 +81,9 @@ def test_step_after_the_end_raises(env_id):
     assert torch.equal(batch.x[1], torch.zeros(mdp.dim)) and not torch.equal(batch.x[0], torch.zeros(mdp.dim))
     with pytest.raises(RuntimeError, match=r"episodes \[0\] have ended"):  # the error names which ones
         batch.step(batch.x, active=torch.tensor([True, True, False]))
-    batch.step(batch.x + 1.0, active=torch.tensor([False, True, False]))
+    reward, terminated = batch.step(batch.x + 1.0, active=torch.tensor([False, True, False]))
     assert batch.k.tolist() == [2, 1, 2]
+    assert reward.tolist() == [0.0, 0.0, 0.0] and not terminated.any()  # ended episodes sit still, unpaid
 
 
 @pytest.mark.parametrize("env_id", envs.ENV_IDS)
@@ -123,7 +124,9 @@ def test_inactive_episodes_keep_state_and_get_zero_reward(env_id, reward_mode):
     x_next = torch.full((4, mdp.dim), 0.7)
     x_next[1] = math.nan  # rows of inactive episodes are ignored, even when invalid
     reward, terminated = batch.step(x_next, active)
-    assert torch.equal(batch.x[~active], before_x[~active]) and torch.equal(batch.k[~active], before_k[~active])
+    assert torch.equal(batch.x[~active], before_x[~active]) and torch.equal(
+        batch.k[~active], before_k[~active]
+    )
     assert torch.all(batch.x[active] == 0.7) and torch.all(batch.k[active] == 2)
     assert torch.all(reward[~active] == 0) and not terminated.any()
     if reward_mode == "soft_rl":
@@ -160,10 +163,16 @@ def test_nan_log_reward_names_the_point():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"num_steps": 0}, "got 0"), ({"num_steps": -5}, "got -5"), ({"num_steps": 2.5}, "got 2.5"),
-     ({"t_scale": 0.0}, "got 0.0"), ({"t_scale": -2.0}, "got -2.0"), ({"t_scale": math.nan}, "got nan"),
-     ({"reward_mode": "dense"}, "'dense'")],
-)  # fmt: skip
+    [
+        ({"num_steps": 0}, "got 0"),
+        ({"num_steps": -5}, "got -5"),
+        ({"num_steps": 2.5}, "got 2.5"),
+        ({"t_scale": 0.0}, "got 0.0"),
+        ({"t_scale": -2.0}, "got -2.0"),
+        ({"t_scale": math.nan}, "got nan"),
+        ({"reward_mode": "dense"}, "'dense'"),
+    ],
+)
 @pytest.mark.parametrize("env_id", envs.ENV_IDS[:1] + envs.ENV_IDS[-1:])
 def test_bad_mdp_arguments(env_id, kwargs, match):
     with pytest.raises(ValueError, match=match):

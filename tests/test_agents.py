@@ -1,0 +1,154 @@
+"""Policy, rollouts and agent: exact-policy identity, Langevin parametrisation, determinism."""
+
+import math
+
+import pytest
+import torch
+
+import envs
+from agents.gflownet import GFlowNetAgent, GFlowNetConfig
+from agents.policy import DiffusionPolicy, PolicyConfig, clipped_score
+from agents.presets import PRESETS
+from agents.rollout import evaluate, sample_backward, sample_forward
+from envs.targets import Gaussian
+
+
+class ExactGaussianPolicy(DiffusionPolicy):
+    """Kernels = the exact conditionals P(x_{k+1} | x_k) of the path measure target x bridge.
+
+    Under P = N(mu, s^2) on x_T and the Brownian bridge (variance sigma^2) below it, each coordinate
+    is Gaussian with mean t_k mu and covariance C_ij = t_i t_j s^2 + sigma^2 t_i (1 - t_j) (i <= j);
+    P is Markov, so P(x_{k+1} | x_k) is the Gaussian conditional of the pair (x_k, x_{k+1}).
+    """
+
+    def __init__(self, dim, num_steps, t_scale, mu, s):
+        super().__init__(dim, num_steps, t_scale, PolicyConfig())
+        self.mu, self.s2 = mu, s * s
+
+    def time_features(self, t):
+        return t, None  # the "embedding" is the time itself
+
+    def _cov(self, ti, tj):
+        return ti * tj * self.s2 + self.t_scale * ti * (1 - tj)
+
+    def kernel(self, x, t, lgv_scale=None, score=None):
+        t = t.unsqueeze(-1) if t.dim() else t
+        t1 = t + self.dt
+        c11 = self._cov(t1, t1)
+        c10 = self._cov(t, t1)
+        c00 = self._cov(t, t).clamp_min(1e-30)
+        gain = torch.where(t > 0, c10 / c00, torch.zeros_like(c10))
+        mean = t1 * self.mu + gain * (x - t * self.mu)
+        var = c11 - gain * c10
+        return mean, var.expand_as(mean)
+
+
+@pytest.mark.parametrize("mu, s, sigma2", [(0.0, 1.0, 1.0), (1.5, 0.7, 2.0), (-2.0, 2.5, 5.0)])
+def test_exact_policy_gives_log_weight_equal_log_z(mu, s, sigma2):
+    target = Gaussian(dim=3, mean=mu, std=s)
+    policy = ExactGaussianPolicy(3, 20, sigma2, mu, s).double()
+    policy.times = policy.times.double()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        states = torch.zeros(64, 21, 3, dtype=torch.float64)
+        for k in range(20):
+            mean, var = policy.kernel(states[:, k], policy.times[k])
+            states[:, k + 1] = mean + var.sqrt() * torch.randn(64, 3, generator=g, dtype=torch.float64)
+        from agents.rollout import Paths
+
+        traj = evaluate(policy, Paths(states, target.log_reward(states[:, -1])))
+    torch.testing.assert_close(traj.log_weight, torch.full((64,), target.log_Z, dtype=torch.float64))
+
+
+def test_langevin_with_zero_network_is_scaled_clipped_score():
+    mdp = envs.make_mdp("DiffSampler-Manywell-v0", dim=4)
+    policy = DiffusionPolicy(4, mdp.num_steps, mdp.t_scale, PolicyConfig(langevin=True, clip_score=100.0))
+    x = torch.tensor([[0.5, -1.0, 4.0, 0.0], [-3.0, 2.0, 0.1, 1.0]])
+    log_r, score = clipped_score(mdp.target, x, 100.0)
+    xg = x.clone().requires_grad_(True)
+    (raw,) = torch.autograd.grad(mdp.target.log_reward(xg).sum(), xg)
+    assert (raw.abs() > 100).any(), "the example must exercise the clipping"
+    torch.testing.assert_close(score, raw.clamp(-100, 100))
+    torch.testing.assert_close(log_r, mdp.target.log_reward(x))
+    t_emb, scale = policy.time_features(policy.times[3:4])
+    mean, var = policy.kernel(x, t_emb[0], scale[0], score)
+    torch.testing.assert_close(mean, x + mdp.dt * scale[0] * score)
+    assert float(scale[0].detach()) == pytest.approx(0.01)  # zero weights, bias 0.01
+    assert var == pytest.approx(mdp.t_scale * mdp.dt)
+
+
+def test_exploration_adds_variance_but_log_pf_uses_own_kernel():
+    mdp = envs.make_mdp("DiffSampler-Gaussian-v0", dim=2, num_steps=20)
+    agent = GFlowNetAgent(mdp, GFlowNetConfig("tb"))
+    n = 4000
+    on = sample_forward(agent.policy, mdp.target, n, 0.0, torch.Generator().manual_seed(0))
+    off = sample_forward(agent.policy, mdp.target, n, 0.3, torch.Generator().manual_seed(0))
+    # Zero network: x_T ~ N(0, sigma^2 (+ T * 0.09)) per coordinate; compare variances with SE bounds.
+    for paths, var in ((on, mdp.t_scale), (off, mdp.t_scale + mdp.num_steps * 0.09)):
+        est = paths.states[:, -1].var(0)
+        assert torch.all((est - var).abs() < 4 * var * math.sqrt(2 / (n - 1)))
+    traj = evaluate(agent.policy, off)
+    step = off.states[:, 1:] - off.states[:, :-1]
+    expected = (-0.5 * step.square() / (mdp.t_scale * mdp.dt) - 0.5 * math.log(2 * math.pi * mdp.t_scale * mdp.dt))
+    torch.testing.assert_close(traj.log_pf, expected.sum(-1))
+
+
+def test_backward_paths_end_at_given_states_and_start_at_zero():
+    mdp = envs.make_mdp("DiffSampler-GMM25-v0")
+    agent = GFlowNetAgent(mdp, GFlowNetConfig("tb", policy=PolicyConfig(langevin=True)))
+    x = mdp.target.sample(50, torch.Generator().manual_seed(0))
+    paths = sample_backward(agent.policy, mdp.target, x, torch.Generator().manual_seed(1))
+    assert torch.equal(paths.states[:, -1], x) and torch.equal(paths.states[:, 0], torch.zeros_like(x))
+    assert paths.scores.shape == (50, mdp.num_steps, 2)
+    torch.testing.assert_close(paths.log_r_states, mdp.target.log_reward(paths.states[:, :-1].reshape(-1, 2)).view(50, -1))
+
+
+def _train(preset, env_id, steps, seed=0, **env_kwargs):
+    mdp = envs.make_mdp(env_id, num_steps=10, **env_kwargs)
+    torch.manual_seed(seed)
+    agent = GFlowNetAgent(mdp, PRESETS[preset].agent)
+    g = torch.Generator().manual_seed(seed)
+    for it in range(steps):
+        agent.train_step(it, g, agent.backward_batch(it, g))
+    return agent
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_presets_train_and_are_bit_identical_under_a_seed(preset):
+    a = _train(preset, "DiffSampler-Manywell-v0", 3, dim=4)
+    b = _train(preset, "DiffSampler-Manywell-v0", 3, dim=4)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    c = _train(preset, "DiffSampler-Manywell-v0", 3, seed=1, dim=4)
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.state_dict().values(), c.state_dict().values()))
+
+
+def test_training_reduces_tb_loss_on_gaussian():
+    mdp = envs.make_mdp("DiffSampler-Gaussian-v0", num_steps=10, dim=2, mean=1.0)
+    torch.manual_seed(0)
+    agent = GFlowNetAgent(mdp, GFlowNetConfig("tb", batch_size=64))
+    g = torch.Generator().manual_seed(0)
+    losses = [float(agent.train_step(it, g)["loss"]) for it in range(60)]
+    assert sum(losses[-10:]) < 0.2 * sum(losses[:10])
+
+
+def test_config_validation_names_the_bad_value():
+    with pytest.raises(ValueError, match="nope"):
+        GFlowNetConfig("nope")
+    with pytest.raises(ValueError, match="-1"):
+        GFlowNetConfig(exploration_std=-1.0)
+    with pytest.raises(ValueError, match="pis"):
+        GFlowNetConfig("pis", exploration_std=0.1)
+    with pytest.raises(ValueError, match="hidden_dim"):
+        PolicyConfig(hidden_dim=0)
+
+
+def test_nan_energy_raises_clear_error():
+    class NaNTarget(Gaussian):
+        def log_reward(self, x):
+            return torch.full(x.shape[:-1], float("nan"))
+
+    mdp = envs.DiffusionMDP(NaNTarget(2), num_steps=5)
+    agent = GFlowNetAgent(mdp, GFlowNetConfig("tb", batch_size=4))
+    with pytest.raises(ValueError, match="NaN"):
+        agent.train_step(0, torch.Generator().manual_seed(0))

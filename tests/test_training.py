@@ -1,0 +1,76 @@
+"""Trainer: checkpoint/resume continues identically; run directory contents; the CLI."""
+
+import json
+
+import pytest
+import torch
+
+from agents.config import apply_overrides
+from agents.presets import PRESETS
+from agents.training import FINAL_KEYS, TrainConfig, Trainer
+from scripts import train_agent
+
+
+def _config(**kw):
+    base = dict(env_id="DiffSampler-GMM25-v0", env_kwargs={"num_steps": 8}, preset="tb-expl",
+                agent=PRESETS["tb-expl"].agent, iterations=6, eval_every=3, eval_samples=64,
+                log_every=2, checkpoint_every=3, figures=False)
+    return TrainConfig(**(base | kw))
+
+
+def test_resume_continues_identically(tmp_path):
+    full = Trainer(_config(), tmp_path / "full")
+    full.run(progress=False)
+    half = Trainer(_config(iterations=3), tmp_path / "half")
+    half.run(progress=False)
+    resumed = Trainer.resume(tmp_path / "half", iterations=6)
+    assert resumed.iteration == 3
+    resumed.run(progress=False)
+    for (name, a), b in zip(full.agent.state_dict().items(), resumed.agent.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert torch.equal(full.generator.get_state(), resumed.generator.get_state())
+
+
+def test_run_directory_holds_config_events_figures_and_metrics(tmp_path):
+    trainer = Trainer(_config(figures=True, env_id="DiffSampler-Manywell-v0", env_kwargs={"dim": 4, "num_steps": 8}),
+                      tmp_path / "run")
+    result = trainer.run(progress=False)
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"config.json", "checkpoint.pt", "metrics.json", "figures"} <= files
+    assert any(name.startswith("events.out.tfevents") for name in files)
+    assert list((tmp_path / "run" / "figures").glob("*.png"))
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(FINAL_KEYS) <= set(saved) and saved == pytest.approx(result, nan_ok=True)
+    assert saved["iterations"] == 6 and saved["ms_per_iteration"] > 0
+    assert saved["delta_log_z"] == pytest.approx(abs(saved["log_z"] - trainer.mdp.target.log_Z))
+
+
+def test_overrides_reach_nested_fields_and_reject_unknown_names():
+    cfg = apply_overrides(_config(), {"langevin": "true", "lr_policy": "3e-4", "exploration_decay": "none"})
+    assert cfg.agent.policy.langevin is True and cfg.agent.lr_policy == 3e-4 and cfg.agent.exploration_decay is None
+    with pytest.raises(ValueError, match="lr_polcy"):
+        apply_overrides(_config(), {"lr_polcy": "1"})
+    with pytest.raises(ValueError, match="abc"):
+        apply_overrides(_config(), {"batch_size": "abc"})
+
+
+def test_cli_trains_and_writes_metrics(tmp_path, capsys):
+    code = train_agent.main(["--env", "DiffSampler-Manywell-v0", "--preset", "tb", "--iterations", "4",
+                             "--run-dir", str(tmp_path / "cli"), "--dim", "4", "--num-steps", "6",
+                             "--eval-samples", "32", "--figures", "false", "--no-progress"])
+    assert code == 0
+    cfg = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert cfg["env_kwargs"] == {"dim": 4, "num_steps": 6} and cfg["iterations"] == 4
+    out = capsys.readouterr().out
+    assert "delta_log_z_rw" in out and "w2" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preset", "nope"], "nope"),
+    (["--env", "DiffSampler-Nope-v0"], "Nope"),
+    (["--dim", "3", "--env", "DiffSampler-Manywell-v0"], "3"),
+    (["--batch-size", "0"], "batch_size"),
+])
+def test_cli_bad_input_is_a_clear_error(argv, message, capsys, tmp_path):
+    assert train_agent.main(argv + ["--run-dir", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
