@@ -13,12 +13,19 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from envs import process
-from envs.sampler_mdp import DiffusionMDP
 from agents.networks import JointNet, LogZ
 from agents.objectives import OBJECTIVES
 from agents.policy import DiffusionPolicy, PolicyConfig, exploration_std_at
-from agents.rollout import Paths, Trajectories, evaluate, sample_backward, sample_forward, sample_forward_reparam
+from agents.rollout import (
+    Paths,
+    Trajectories,
+    evaluate,
+    sample_backward,
+    sample_forward,
+    sample_forward_reparam,
+)
+from envs import process
+from envs.sampler_mdp import DiffusionMDP
 
 BACKWARD_SOURCES = (None, "exact")
 

@@ -23,9 +23,7 @@ METRIC_KEYS = ("log_z", "log_z_rw", "delta_log_z", "delta_log_z_rw", "w2", "eubo
 def _check_log_w(log_w: torch.Tensor, name: str = "log_w") -> torch.Tensor:
     """Reject NaN and +inf log-weights (-inf is a legitimate zero weight) and empty batches."""
     if log_w.dim() == 0 or log_w.shape[-1] == 0:
-        raise ValueError(
-            f"{name} must have at least one trajectory along its last dim, got {tuple(log_w.shape)}"
-        )
+        raise ValueError(f"{name} must have at least one trajectory along its last dim, got {tuple(log_w.shape)}")
     if torch.isnan(log_w).any():
         raise ValueError(f"{name} contains NaN ({int(torch.isnan(log_w).sum())} of {log_w.numel()} entries)")
     if torch.isposinf(log_w).any():
@@ -98,9 +96,7 @@ def wasserstein2(x: torch.Tensor, y: torch.Tensor) -> float:
     square root of the optimal cost. 2000 x 2000 points take about a second.
     """
     if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(
-            f"x and y must be (n, d) and (m, d) with the same d, got {tuple(x.shape)}, {tuple(y.shape)}"
-        )
+        raise ValueError(f"x and y must be (n, d) and (m, d) with the same d, got {tuple(x.shape)}, {tuple(y.shape)}")
     if x.shape[0] == 0 or y.shape[0] == 0:
         raise ValueError("wasserstein2 needs at least one point in each sample")
     xn = x.detach().cpu().to(torch.float64).numpy()
@@ -110,9 +106,7 @@ def wasserstein2(x: torch.Tensor, y: torch.Tensor) -> float:
     n, m = len(xn), len(yn)
     cost = ot.dist(xn, yn)  # squared Euclidean by default
     # POT's default numItermax (1e5) stops early already at a few hundred points; n*m*10 is ample.
-    val, log = ot.emd2(
-        np.full(n, 1.0 / n), np.full(m, 1.0 / m), cost, numItermax=max(10 * n * m, 10**6), log=True
-    )
+    val, log = ot.emd2(np.full(n, 1.0 / n), np.full(m, 1.0 / m), cost, numItermax=max(10 * n * m, 10**6), log=True)
     if log.get("warning"):
         raise RuntimeError(f"exact OT did not converge: {log['warning']}")
     return math.sqrt(max(float(val), 0.0))
@@ -166,9 +160,7 @@ def manywell_mode_error(samples: torch.Tensor, reference: torch.Tensor) -> float
     """Mean over wells of |mode mass of ``samples`` - mode mass of ``reference``| (exact samples)."""
     a, b = manywell_mode_mass(samples), manywell_mode_mass(reference)
     if a.shape != b.shape:
-        raise ValueError(
-            f"samples and reference have different dims: {tuple(samples.shape)}, {tuple(reference.shape)}"
-        )
+        raise ValueError(f"samples and reference have different dims: {tuple(samples.shape)}, {tuple(reference.shape)}")
     return float((a - b).abs().mean())
 
 
@@ -205,9 +197,7 @@ def summarize(
         "ess": float(ess(log_w)),
     }
     if isinstance(target, GaussianMixture):
-        out["modes_covered"] = (
-            None if x is None else mode_coverage(x, target.means, std=math.sqrt(target.var))[0]
-        )
+        out["modes_covered"] = None if x is None else mode_coverage(x, target.means, std=math.sqrt(target.var))[0]
     elif isinstance(target, Manywell):
         both = x is not None and exact is not None
         out["manywell_mode_error"] = manywell_mode_error(x, exact) if both else None

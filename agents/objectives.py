@@ -96,9 +96,7 @@ OBJECTIVES: dict[str, Objective] = {
     "vargrad": Objective(lambda tr, log_z, lam: vargrad(tr.log_pf, tr.log_pb, tr.log_r)),
     "db": Objective(lambda tr, log_z, lam: detailed_balance(tr.log_pf, tr.log_pb, tr.log_f), "flow"),
     "fl-db": Objective(lambda tr, log_z, lam: detailed_balance(tr.log_pf, tr.log_pb, tr.log_f), "flow", True),
-    "subtb": Objective(
-        lambda tr, log_z, lam: subtrajectory_balance(tr.log_pf, tr.log_pb, tr.log_f, lam), "flow"
-    ),
+    "subtb": Objective(lambda tr, log_z, lam: subtrajectory_balance(tr.log_pf, tr.log_pb, tr.log_f, lam), "flow"),
     "fl-subtb": Objective(
         lambda tr, log_z, lam: subtrajectory_balance(tr.log_pf, tr.log_pb, tr.log_f, lam), "flow", True
     ),

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from envs import process
 from agents.networks import JointNet, LangevinScaleNet
+from envs import process
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
+from agents.policy import DiffusionPolicy, clipped_score, noise_std
 from envs import process
 from envs.sampler_mdp import check_log_reward
-from agents.policy import DiffusionPolicy, clipped_score, noise_std
 
 
 @dataclass

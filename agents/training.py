@@ -199,8 +199,14 @@ class Trainer:
                 elapsed = time.perf_counter() - window_start
                 self.train_seconds += elapsed
                 ms = 1000 * elapsed / window_iters
-                self._log({"train/loss": loss, "train/ms_per_iteration": ms,
-                           "train/exploration_std": self.agent.exploration_std(it)}, self.iteration)
+                self._log(
+                    {
+                        "train/loss": loss,
+                        "train/ms_per_iteration": ms,
+                        "train/exploration_std": self.agent.exploration_std(it),
+                    },
+                    self.iteration,
+                )
                 bar.set_postfix(loss=f"{loss:.3g}", **self._postfix())
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"training loss became {loss} at iteration {self.iteration}")

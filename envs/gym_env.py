@@ -175,7 +175,7 @@ class DiffSamplerVectorEnv(VectorEnv):
             self.episodes.reset()
             self._needs_reset.zero_()
         else:
-            mask = torch.as_tensor(mask, dtype=torch.bool, device=self.device)
+            mask = self._as_reset_mask(mask)
             self.episodes.reset(mask)
             self._needs_reset &= ~mask
         return self.episodes.observe(), {}
@@ -200,13 +200,22 @@ class DiffSamplerVectorEnv(VectorEnv):
         truncated = torch.zeros_like(terminated)
         return obs, reward, terminated, truncated, info
 
+    def _as_reset_mask(self, mask) -> torch.Tensor:
+        arr = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask)
+        if arr.dtype != np.bool_ or arr.shape != (self.num_envs,):
+            raise ValueError(
+                f"options['reset_mask'] must be a boolean array of shape ({self.num_envs},), "
+                f"got dtype {arr.dtype} and shape {arr.shape}"
+            )
+        return torch.as_tensor(arr, device=self.device)
+
     def _as_tensor(self, actions) -> torch.Tensor:
         if not isinstance(actions, torch.Tensor):
             arr = np.asarray(actions)
             if arr.dtype.kind not in "fiu":
                 raise TypeError(f"actions must be a real numeric array, got dtype {arr.dtype}")
             actions = torch.as_tensor(arr)
-        elif not (actions.dtype.is_floating_point or not actions.dtype.is_complex and actions.dtype != torch.bool):
+        elif actions.dtype.is_complex or actions.dtype == torch.bool:
             raise TypeError(f"actions must be a real numeric tensor, got dtype {actions.dtype}")
         expected = (self.num_envs, self.mdp.dim)
         if tuple(actions.shape) != expected:

@@ -19,6 +19,7 @@ Conventions
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -27,9 +28,11 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 def check_process_args(num_steps: int, t_scale: float) -> None:
     """Raise a ValueError naming the value when ``num_steps`` or ``t_scale`` is invalid."""
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+    if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or num_steps < 1:
         raise ValueError(f"num_steps (T) must be an integer >= 1, got {num_steps!r}")
-    if not isinstance(t_scale, (int, float)) or not math.isfinite(t_scale) or t_scale <= 0:
+    if isinstance(t_scale, bool) or not isinstance(t_scale, numbers.Real):
+        raise ValueError(f"t_scale (sigma^2) must be a finite number > 0, got {t_scale!r}")
+    if not math.isfinite(t_scale) or t_scale <= 0:
         raise ValueError(f"t_scale (sigma^2) must be a finite number > 0, got {t_scale!r}")
 
 

@@ -41,11 +41,12 @@ class DiffusionMDP:
         dtype: torch.dtype = torch.float32,
     ):
         self.target = make_target(target) if isinstance(target, str) else target
-        self.t_scale = float(self.target.t_scale if t_scale is None else t_scale)
-        process.check_process_args(num_steps, self.t_scale)
+        t_scale = self.target.t_scale if t_scale is None else t_scale
+        process.check_process_args(num_steps, t_scale)
+        self.t_scale = float(t_scale)
         if reward_mode not in REWARD_MODES:
             raise ValueError(f"unknown reward_mode {reward_mode!r}; expected one of {REWARD_MODES}")
-        self.num_steps = num_steps
+        self.num_steps = int(num_steps)
         self.reward_mode = reward_mode
         self.device = torch.device(device)
         self.dtype = dtype

@@ -94,10 +94,7 @@ def main(argv=None) -> None:
     }
     for name, fn in rows.items():
         times = time_ms(fn, device, args.repeats)
-        print(
-            f"{name:36s} {statistics.median(times):8.2f} ms/episode"
-            f"  (min {min(times):.2f}, max {max(times):.2f})"
-        )
+        print(f"{name:36s} {statistics.median(times):8.2f} ms/episode  (min {min(times):.2f}, max {max(times):.2f})")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -118,8 +117,10 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     cfg = trainer.config
-    print(f"training {cfg.preset} on {cfg.env_id} {cfg.env_kwargs or ''} for {cfg.iterations} iterations "
-          f"-> {trainer.run_dir}")
+    print(
+        f"training {cfg.preset} on {cfg.env_id} {cfg.env_kwargs or ''} for {cfg.iterations} iterations "
+        f"-> {trainer.run_dir}"
+    )
     result = trainer.run(progress=not args.no_progress)
     print_table(result, f"{cfg.preset} on {cfg.env_id} (seed {cfg.seed}), {result['iterations']} iterations")
     figs = sorted((trainer.run_dir / "figures").glob("*.png"))

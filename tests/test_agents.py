@@ -89,7 +89,7 @@ def test_exploration_adds_variance_but_log_pf_uses_own_kernel():
         assert torch.all((est - var).abs() < 4 * var * math.sqrt(2 / (n - 1)))
     traj = evaluate(agent.policy, off)
     step = off.states[:, 1:] - off.states[:, :-1]
-    expected = (-0.5 * step.square() / (mdp.t_scale * mdp.dt) - 0.5 * math.log(2 * math.pi * mdp.t_scale * mdp.dt))
+    expected = -0.5 * step.square() / (mdp.t_scale * mdp.dt) - 0.5 * math.log(2 * math.pi * mdp.t_scale * mdp.dt)
     torch.testing.assert_close(traj.log_pf, expected.sum(-1))
 
 
@@ -100,7 +100,9 @@ def test_backward_paths_end_at_given_states_and_start_at_zero():
     paths = sample_backward(agent.policy, mdp.target, x, torch.Generator().manual_seed(1))
     assert torch.equal(paths.states[:, -1], x) and torch.equal(paths.states[:, 0], torch.zeros_like(x))
     assert paths.scores.shape == (50, mdp.num_steps, 2)
-    torch.testing.assert_close(paths.log_r_states, mdp.target.log_reward(paths.states[:, :-1].reshape(-1, 2)).view(50, -1))
+    torch.testing.assert_close(
+        paths.log_r_states, mdp.target.log_reward(paths.states[:, :-1].reshape(-1, 2)).view(50, -1)
+    )
 
 
 def _train(preset, env_id, steps, seed=0, **env_kwargs):

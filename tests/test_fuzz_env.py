@@ -54,9 +54,7 @@ def wild_actions(draw, d: int):
         return draw(st.lists(st.one_of(FLOATS, st.none(), st.text(max_size=1)), min_size=0, max_size=d + 1))
     dtype = draw(st.sampled_from(DTYPES))
     shape = draw(
-        st.one_of(
-            st.just((d,)), st.just((d,)), npst.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)
-        )
+        st.one_of(st.just((d,)), st.just((d,)), npst.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4))
     )
     if dtype is object:
         return draw(npst.arrays(object, shape, elements=st.one_of(FLOATS, st.none(), st.text(max_size=2))))
@@ -131,9 +129,7 @@ def test_vector_env_survives_arbitrary_actions(target, kwargs, data):
         arr = np.asarray(action)
         batch = arr.reshape(3, d) if arr.shape == (3 * d,) else arr
         if k == T:  # every env is reset this step: only dtype and shape are checked
-            error = (
-                TypeError if batch.dtype.kind not in "fiu" else ValueError if batch.shape != (3, d) else None
-            )
+            error = TypeError if batch.dtype.kind not in "fiu" else ValueError if batch.shape != (3, d) else None
             x_next = np.zeros_like(x)
         else:
             error, x_next = expected_outcome(batch, x, k, BOUND)

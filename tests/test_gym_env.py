@@ -100,9 +100,7 @@ def test_episode_terminates_at_step_t_with_terminal_reward(env_id):
         if k < T:
             assert reward == 0.0 and "log_reward" not in info
     expected = float(target.log_reward(torch.as_tensor(obs[None, :-1]))[0])
-    assert reward == pytest.approx(expected, rel=1e-5) and info["log_reward"] == pytest.approx(
-        expected, rel=1e-5
-    )
+    assert reward == pytest.approx(expected, rel=1e-5) and info["log_reward"] == pytest.approx(expected, rel=1e-5)
     with pytest.raises(RuntimeError, match=r"episodes \[0\] have ended"):
         env.step(np.zeros(target.dim, dtype=np.float32))
 
@@ -151,9 +149,7 @@ def test_vector_next_step_autoreset():
 
 
 def test_vector_same_step_autoreset():
-    vec = gym.make_vec(
-        "DiffSampler-Gaussian-v0", num_envs=2, num_steps=3, autoreset_mode=AutoresetMode.SAME_STEP
-    )
+    vec = gym.make_vec("DiffSampler-Gaussian-v0", num_envs=2, num_steps=3, autoreset_mode=AutoresetMode.SAME_STEP)
     assert vec.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
     vec.reset()
     a = torch.tensor([[0.5, 0.0], [0.0, -1.0]])
@@ -247,3 +243,19 @@ def test_bad_vector_arguments():
         gym.make_vec("DiffSampler-Manywell-v0", num_envs=0)
     with pytest.raises(ValueError, match="'bogus'"):
         DiffSamplerVectorEnv(2, autoreset_mode="bogus")
+
+
+def test_reset_mask_must_be_boolean_of_num_envs():
+    vec = gym.make_vec("DiffSampler-Gaussian-v0", num_envs=4)
+    vec.reset(seed=0)
+    with pytest.raises(ValueError, match=r"shape \(4,\).*\(3,\)"):
+        vec.reset(options={"reset_mask": np.array([True, False, True])})
+    with pytest.raises(ValueError, match="float"):
+        vec.reset(options={"reset_mask": np.ones(4)})
+
+
+def test_numpy_integer_num_steps_is_accepted_and_bool_t_scale_rejected():
+    env = gym.make("DiffSampler-Gaussian-v0", num_steps=np.int64(7))
+    assert env.unwrapped.mdp.num_steps == 7
+    with pytest.raises(ValueError, match="True"):
+        gym.make("DiffSampler-Gaussian-v0", t_scale=True)

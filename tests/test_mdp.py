@@ -124,9 +124,7 @@ def test_inactive_episodes_keep_state_and_get_zero_reward(env_id, reward_mode):
     x_next = torch.full((4, mdp.dim), 0.7)
     x_next[1] = math.nan  # rows of inactive episodes are ignored, even when invalid
     reward, terminated = batch.step(x_next, active)
-    assert torch.equal(batch.x[~active], before_x[~active]) and torch.equal(
-        batch.k[~active], before_k[~active]
-    )
+    assert torch.equal(batch.x[~active], before_x[~active]) and torch.equal(batch.k[~active], before_k[~active])
     assert torch.all(batch.x[active] == 0.7) and torch.all(batch.k[active] == 2)
     assert torch.all(reward[~active] == 0) and not terminated.any()
     if reward_mode == "soft_rl":

@@ -120,9 +120,7 @@ def test_nan_log_weights_raise(fn):
 # --- Wasserstein-2 ------------------------------------------------------------------------------
 def test_w2_same_distribution_shrinks_with_n():
     g = gen(4)
-    vals = [
-        M.wasserstein2(torch.randn(n, 2, generator=g), torch.randn(n, 2, generator=g)) for n in (100, 2000)
-    ]
+    vals = [M.wasserstein2(torch.randn(n, 2, generator=g), torch.randn(n, 2, generator=g)) for n in (100, 2000)]
     assert vals[1] < 0.6 * vals[0] and vals[1] < 0.25
     x = torch.randn(300, 3, generator=g)
     assert M.wasserstein2(x, x) == pytest.approx(0.0, abs=1e-9)
@@ -140,9 +138,7 @@ def test_w2_unequal_sizes_and_bad_dims():
     g = gen(6)
     x = torch.randn(10, 2, generator=g)
     # One point against many: exact value is the RMS distance.
-    assert M.wasserstein2(x[:1], x) == pytest.approx(
-        float((x - x[0]).square().sum(1).mean().sqrt()), rel=1e-6
-    )
+    assert M.wasserstein2(x[:1], x) == pytest.approx(float((x - x[0]).square().sum(1).mean().sqrt()), rel=1e-6)
     with pytest.raises(ValueError, match="same d"):
         M.wasserstein2(x, torch.randn(10, 3, generator=g))
 
@@ -203,8 +199,6 @@ def test_summarize_keys_and_nones():
 
     t = Manywell(8)
     s = M.summarize(lw, t.log_Z, x=t.sample(200, g), exact=t.sample(200, g), target=t)
-    assert set(s) == set(M.METRIC_KEYS) | {"manywell_mode_error"} and isinstance(
-        s["manywell_mode_error"], float
-    )
+    assert set(s) == set(M.METRIC_KEYS) | {"manywell_mode_error"} and isinstance(s["manywell_mode_error"], float)
     assert set(M.summarize(lw, 1.0, target=Gaussian())) == set(M.METRIC_KEYS)
     assert all(v is None or isinstance(v, (int, float)) for v in s.values())

@@ -79,7 +79,8 @@ def test_subtb_with_only_full_trajectory_weight_is_tb(tensors):
 def test_pis_and_backward_mle_match_loop(tensors):
     log_pf, log_pb, log_r, _ = tensors
     torch.testing.assert_close(
-        O.pis(log_pf, log_pb, log_r), torch.stack([sum(log_pf[b]) - sum(log_pb[b]) - log_r[b] for b in range(B)])
+        O.pis(log_pf, log_pb, log_r),
+        torch.stack([sum(log_pf[b]) - sum(log_pb[b]) - log_r[b] for b in range(B)]),
     )
     torch.testing.assert_close(O.backward_mle(log_pf), torch.stack([-sum(log_pf[b]) for b in range(B)]))
 

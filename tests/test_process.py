@@ -35,9 +35,7 @@ def test_backward_params_closed_form(num_steps, t_scale):
         mean, var = process.bridge_backward_params(x_next, k_next, num_steps, t_scale)
         k = k_next - 1
         torch.testing.assert_close(mean, k / (k + 1) * x_next)
-        torch.testing.assert_close(
-            var.double(), torch.tensor(t_scale / num_steps * k / (k + 1), dtype=torch.float64)
-        )
+        torch.testing.assert_close(var.double(), torch.tensor(t_scale / num_steps * k / (k + 1), dtype=torch.float64))
 
 
 @pytest.mark.parametrize("num_steps, t_scale", CASES)
@@ -74,16 +72,11 @@ def test_log_pb_with_per_row_steps():
 @pytest.mark.parametrize("num_steps, t_scale", CASES)
 def test_log_pb_path_equals_loop(num_steps, t_scale):
     states = brownian_paths(5, num_steps, t_scale, d=3, seed=5)
-    states[:, 1:] += 0.3 * torch.randn(
-        5, num_steps, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64
-    )
+    states[:, 1:] += 0.3 * torch.randn(5, num_steps, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     path = process.bridge_log_pb_path(states, t_scale)
     assert path.shape == (5, num_steps)
     loop = torch.stack(
-        [
-            process.bridge_log_pb(states[:, k], states[:, k + 1], k + 1, num_steps, t_scale)
-            for k in range(num_steps)
-        ],
+        [process.bridge_log_pb(states[:, k], states[:, k + 1], k + 1, num_steps, t_scale) for k in range(num_steps)],
         dim=1,
     )
     torch.testing.assert_close(path, loop)
@@ -153,9 +146,7 @@ def test_reference_marginal_and_gaussian_log_prob():
     expected = Normal(0.0, math.sqrt(2.0 * 0.3)).log_prob(x).sum(-1)
     torch.testing.assert_close(process.reference_marginal_log_prob(x, 0.3, 2.0), expected)
     mean, var = torch.full((3,), 0.5, dtype=torch.float64), torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
-    torch.testing.assert_close(
-        process.gaussian_log_prob(x, mean, var), Normal(mean, var.sqrt()).log_prob(x).sum(-1)
-    )
+    torch.testing.assert_close(process.gaussian_log_prob(x, mean, var), Normal(mean, var.sqrt()).log_prob(x).sum(-1))
     torch.testing.assert_close(
         process.gaussian_log_prob(x, mean, 0.7), Normal(mean, math.sqrt(0.7)).log_prob(x).sum(-1)
     )

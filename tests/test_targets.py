@@ -17,9 +17,7 @@ from scipy import integrate, stats
 
 from envs.targets import TARGETS, make_target
 
-CASES = [pytest.param(name, {}, id=name) for name in TARGETS] + [
-    pytest.param("manywell", {"dim": 8}, id="manywell-d8")
-]
+CASES = [pytest.param(name, {}, id=name) for name in TARGETS] + [pytest.param("manywell", {"dim": 8}, id="manywell-d8")]
 # Spec of the paper (paper_results.md, DESIGN.md): reference variance and scale of the funnel's x0.
 T_SCALE = {"gmm25": 5.0, "gmm9": 5.0, "funnel": 1.0, "easy_funnel": 1.0, "manywell": 1.0}
 FUNNEL_X0_STD = {"funnel": 3.0, "easy_funnel": 1.0}
@@ -40,9 +38,7 @@ def importance_log_z(log_w: np.ndarray) -> tuple[float, float]:
     """log of the mean weight and its delta-method standard error; also insists on a sane ESS."""
     w = np.exp(log_w - log_w.max())
     ess = w.sum() ** 2 / (w**2).sum()
-    assert ess > len(w) / 50, (
-        f"importance sampler degenerate (ESS {ess:.0f} of {len(w)}): the check means nothing"
-    )
+    assert ess > len(w) / 50, f"importance sampler degenerate (ESS {ess:.0f} of {len(w)}): the check means nothing"
     return float(np.log(w.mean()) + log_w.max()), float(w.std() / (math.sqrt(len(w)) * w.mean()))
 
 
@@ -72,9 +68,7 @@ def assert_separable_wells(target, seed: int = 0) -> None:
     )
     grid = np.linspace(-4, 4, 81)
     for j in range(2, target.dim):
-        np.testing.assert_allclose(
-            coordinate_fn(target, j)(grid), coordinate_fn(target, j % 2)(grid), rtol=1e-12
-        )
+        np.testing.assert_allclose(coordinate_fn(target, j)(grid), coordinate_fn(target, j % 2)(grid), rtol=1e-12)
 
 
 # ---------------------------------------------------------------- log Z estimators: (estimate, SE, scale)
@@ -126,9 +120,7 @@ def test_log_z_matches_importance_sampling(name, kwargs):
     est, se, scale = LOG_Z_ESTIMATORS.get(name, generic_log_z)(target, seed=0)
     assert se < 0.01, f"estimator too noisy to be meaningful (SE {se:.3g})"
     err = abs(target.log_Z / scale - est)
-    assert err < 4 * se, (
-        f"log Z {target.log_Z:.5f}: IS gives {est * scale:.5f} (per unit {err:.4g} > 4 x SE {se:.3g})"
-    )
+    assert err < 4 * se, f"log Z {target.log_Z:.5f}: IS gives {est * scale:.5f} (per unit {err:.4g} > 4 x SE {se:.3g})"
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"dim": 8}, {"dim": 2}])
@@ -207,9 +199,7 @@ def test_exact_samples_match_density(name, kwargs):
         assert p > 1e-4, f"{name} {label}: KS p-value {p:.2g} against the density's marginal"
         sq = values**2
         se = sq.std() / math.sqrt(len(sq))
-        assert abs(sq.mean() - m2) < 4 * se, (
-            f"{name} {label}: E[x^2] = {sq.mean():.4f}, density gives {m2:.4f}"
-        )
+        assert abs(sq.mean() - m2) < 4 * se, f"{name} {label}: E[x^2] = {sq.mean():.4f}, density gives {m2:.4f}"
 
 
 @pytest.mark.parametrize("name, kwargs", CASES)
@@ -223,9 +213,7 @@ def test_samples_satisfy_stein_identity(name, kwargs):
     terms = (x * grad).detach().numpy()
     mean, se = terms.mean(0), terms.std(0) / math.sqrt(len(terms))
     bad = np.abs(mean + 1) > 4 * se
-    assert not bad.any(), (
-        f"coordinates {np.flatnonzero(bad)}: E[x dlogR/dx] = {mean[bad]} (SE {se[bad]}), expected -1"
-    )
+    assert not bad.any(), f"coordinates {np.flatnonzero(bad)}: E[x dlogR/dx] = {mean[bad]} (SE {se[bad]}), expected -1"
 
 
 @pytest.mark.parametrize("name, kwargs", CASES)

@@ -12,9 +12,18 @@ from scripts import train_agent
 
 
 def _config(**kw):
-    base = dict(env_id="DiffSampler-GMM25-v0", env_kwargs={"num_steps": 8}, preset="tb-expl",
-                agent=PRESETS["tb-expl"].agent, iterations=6, eval_every=3, eval_samples=64,
-                log_every=2, checkpoint_every=3, figures=False)
+    base = dict(
+        env_id="DiffSampler-GMM25-v0",
+        env_kwargs={"num_steps": 8},
+        preset="tb-expl",
+        agent=PRESETS["tb-expl"].agent,
+        iterations=6,
+        eval_every=3,
+        eval_samples=64,
+        log_every=2,
+        checkpoint_every=3,
+        figures=False,
+    )
     return TrainConfig(**(base | kw))
 
 
@@ -32,8 +41,10 @@ def test_resume_continues_identically(tmp_path):
 
 
 def test_run_directory_holds_config_events_figures_and_metrics(tmp_path):
-    trainer = Trainer(_config(figures=True, env_id="DiffSampler-Manywell-v0", env_kwargs={"dim": 4, "num_steps": 8}),
-                      tmp_path / "run")
+    trainer = Trainer(
+        _config(figures=True, env_id="DiffSampler-Manywell-v0", env_kwargs={"dim": 4, "num_steps": 8}),
+        tmp_path / "run",
+    )
     result = trainer.run(progress=False)
     files = {p.name for p in (tmp_path / "run").iterdir()}
     assert {"config.json", "checkpoint.pt", "metrics.json", "figures"} <= files
@@ -55,9 +66,27 @@ def test_overrides_reach_nested_fields_and_reject_unknown_names():
 
 
 def test_cli_trains_and_writes_metrics(tmp_path, capsys):
-    code = train_agent.main(["--env", "DiffSampler-Manywell-v0", "--preset", "tb", "--iterations", "4",
-                             "--run-dir", str(tmp_path / "cli"), "--dim", "4", "--num-steps", "6",
-                             "--eval-samples", "32", "--figures", "false", "--no-progress"])
+    code = train_agent.main(
+        [
+            "--env",
+            "DiffSampler-Manywell-v0",
+            "--preset",
+            "tb",
+            "--iterations",
+            "4",
+            "--run-dir",
+            str(tmp_path / "cli"),
+            "--dim",
+            "4",
+            "--num-steps",
+            "6",
+            "--eval-samples",
+            "32",
+            "--figures",
+            "false",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     cfg = json.loads((tmp_path / "cli" / "config.json").read_text())
     assert cfg["env_kwargs"] == {"dim": 4, "num_steps": 6} and cfg["iterations"] == 4
@@ -65,12 +94,15 @@ def test_cli_trains_and_writes_metrics(tmp_path, capsys):
     assert "delta_log_z_rw" in out and "w2" in out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--preset", "nope"], "nope"),
-    (["--env", "DiffSampler-Nope-v0"], "Nope"),
-    (["--dim", "3", "--env", "DiffSampler-Manywell-v0"], "3"),
-    (["--batch-size", "0"], "batch_size"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--preset", "nope"], "nope"),
+        (["--env", "DiffSampler-Nope-v0"], "Nope"),
+        (["--dim", "3", "--env", "DiffSampler-Manywell-v0"], "3"),
+        (["--batch-size", "0"], "batch_size"),
+    ],
+)
 def test_cli_bad_input_is_a_clear_error(argv, message, capsys, tmp_path):
     assert train_agent.main(argv + ["--run-dir", str(tmp_path / "x"), "--no-progress"]) == 2
     assert message in capsys.readouterr().err
