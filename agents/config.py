@@ -87,18 +87,29 @@ def parse_value(text: str, tp, name: str = "value"):
 
 
 def apply_overrides(cfg, overrides: dict[str, Any]):
-    """A copy of ``cfg`` with leaf fields replaced by name; raises ValueError for unknown names."""
+    """A copy of ``cfg`` with leaf fields replaced by name; raises ValueError for unknown names.
+
+    All changes to one (nested) dataclass are applied in a single ``replace``, so validation sees the
+    final combination (e.g. ``ls_steps`` and ``ls_burn_in`` lowered together).
+    """
     paths = field_paths(type(cfg))
+    changes: dict = {}
     for name, raw in overrides.items():
         if name not in paths:
             raise ValueError(f"unknown config field {name!r}; known fields: {sorted(paths)}")
         path, tp = paths[name]
-        cfg = _replace_at(cfg, path, name, parse_value(raw, tp, name))
-    return cfg
+        node = changes
+        for part in path:
+            node = node.setdefault(part, {})
+        node[name] = parse_value(raw, tp, name)
+    return _replace_nested(cfg, changes)
 
 
-def _replace_at(cfg, path: tuple[str, ...], name: str, value):
-    if not path:
-        return dataclasses.replace(cfg, **{name: value})
-    child = getattr(cfg, path[0])
-    return dataclasses.replace(cfg, **{path[0]: _replace_at(child, path[1:], name, value)})
+def _replace_nested(cfg, changes: dict):
+    kwargs = {
+        key: _replace_nested(getattr(cfg, key), value)
+        if isinstance(value, dict) and dataclasses.is_dataclass(getattr(cfg, key))
+        else value
+        for key, value in changes.items()
+    }
+    return dataclasses.replace(cfg, **kwargs) if kwargs else cfg

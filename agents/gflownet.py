@@ -24,10 +24,11 @@ from agents.rollout import (
     sample_forward,
     sample_forward_reparam,
 )
+from buffers.source import BufferConfig, BufferSource
 from envs import process
 from envs.sampler_mdp import DiffusionMDP
 
-BACKWARD_SOURCES = (None, "exact")
+BACKWARD_SOURCES = (None, "exact", "buffer")
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,8 @@ class GFlowNetConfig:
             the scalar log Z, the state-flow network and the learned backward correction.
         subtb_lambda: geometric weight of sub-trajectory lengths in SubTB.
         backward_source: where backward training batches come from on odd iterations: None (forward
-            only) or "exact" (the target's exact sampler).
+            only), "exact" (the target's exact sampler) or "buffer" (replay buffer + local search).
+        buffer: replay-buffer and local-search settings, used with ``backward_source = "buffer"``.
     """
 
     objective: str = "tb"
@@ -58,6 +60,7 @@ class GFlowNetConfig:
     lr_back: float = 1e-3
     subtb_lambda: float = 2.0
     backward_source: str | None = None
+    buffer: BufferConfig = field(default_factory=BufferConfig)
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -101,6 +104,11 @@ class GFlowNetAgent(nn.Module):
         )
         self.to(mdp.device)
         self.optimizer = torch.optim.Adam(self._param_groups())
+        self.source = (
+            BufferSource(self.target, mdp.dim, config.buffer, config.batch_size, mdp.device)
+            if config.backward_source == "buffer"
+            else None
+        )
 
     def _param_groups(self) -> list[dict]:
         c = self.config
@@ -172,11 +180,17 @@ class GFlowNetAgent(nn.Module):
             paths = sample_forward(self.policy, self.target, self.config.batch_size, expl, generator, fl)
         return evaluate(self.policy, paths, self.log_flows if self.flow is not None else None)
 
-    def backward_batch(self, iteration: int, generator) -> torch.Tensor | None:
-        """Terminal states of the backward batch of this iteration (odd iterations), or None."""
+    def backward_batch(self, iteration: int, generator=None, cpu_generator=None) -> torch.Tensor | None:
+        """Terminal states of this iteration's backward batch (odd iterations), or None.
+
+        ``generator`` lives on the agent's device (buffers, local search); ``cpu_generator`` drives
+        the target's exact sampler.
+        """
+        if self.source is not None:
+            return self.source.backward_batch(iteration, generator)
         if self.config.backward_source != "exact" or iteration % 2 == 0:
             return None
-        return self.target.sample(self.config.batch_size, generator).to(self.mdp.device)
+        return self.target.sample(self.config.batch_size, cpu_generator).to(self.mdp.device)
 
     def train_step(self, iteration: int, generator: torch.Generator | None = None, backward_x=None) -> dict:
         """One optimisation step; returns detached tensors (no host sync) for logging."""
@@ -188,4 +202,6 @@ class GFlowNetAgent(nn.Module):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.source is not None and backward_x is None:
+            self.source.observe(traj.terminal, traj.log_r, iteration)
         return {"loss": loss.detach(), "train_log_r_mean": traj.log_r.detach().mean()}

@@ -43,6 +43,8 @@ def plot_samples(target: Target, samples: dict[str, torch.Tensor], path: str, ti
     for ax, dims in zip(axes[0], pairs):
         _contour(ax, target, dims, bounds)
         for color, (name, x) in zip(colors, samples.items()):
+            if x is None:
+                continue
             x = x.detach().cpu()
             ax.scatter(x[:, dims[0]], x[:, dims[1]], s=2, alpha=0.4, color=color, label=name)
         ax.set_xlim(*bounds)

@@ -22,6 +22,9 @@ class Preset:
 
 
 _LP = PolicyConfig(langevin=True)
+# Local search: both-ways training, rank-prioritised buffers of 600,000, MALA every 100 iterations
+# (200 steps, burn-in 100, step size adapted toward acceptance 0.574).
+_LS = dict(backward_source="buffer")
 
 PRESETS: dict[str, Preset] = {
     "tb": Preset(GFlowNetConfig("tb"), 25_000, "trajectory balance, on-policy"),
@@ -30,6 +33,13 @@ PRESETS: dict[str, Preset] = {
     "fl-subtb": Preset(GFlowNetConfig("fl-subtb"), 25_000, "forward-looking SubTB (lambda = 2)"),
     "fl-subtb-lp": Preset(GFlowNetConfig("fl-subtb", policy=_LP), 10_000, "FL-SubTB + Langevin parametrisation"),
     "tb-expl-lp": Preset(GFlowNetConfig("tb", _LP, exploration_std=0.2), 10_000, "TB + exploration + LP"),
+    "tb-expl-ls": Preset(GFlowNetConfig("tb", exploration_std=0.1, **_LS), 25_000, "TB + exploration + local search"),
+    "tb-expl-lp-ls": Preset(
+        GFlowNetConfig("tb", _LP, exploration_std=0.2, **_LS), 10_000, "TB + exploration + LP + local search"
+    ),
+    "vargrad-expl-lp-ls": Preset(
+        GFlowNetConfig("vargrad", _LP, exploration_std=0.2, **_LS), 10_000, "VarGrad + exploration + LP + LS"
+    ),
     "pis": Preset(GFlowNetConfig("pis"), 25_000, "path integral sampler (reparameterised KL)"),
     "pis-lp": Preset(GFlowNetConfig("pis", _LP), 10_000, "PIS + Langevin parametrisation"),
 }

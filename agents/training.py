@@ -116,6 +116,7 @@ class Trainer:
             "train_seconds": self.train_seconds,
             "generator": self.generator.get_state(),
             "cpu_generator": self.cpu_generator.get_state(),
+            "source": None if self.agent.source is None else self.agent.source.state_dict(),
         }
 
     def load_state(self, state: dict) -> None:
@@ -125,6 +126,8 @@ class Trainer:
         self.train_seconds = state["train_seconds"]
         self.generator.set_state(state["generator"])
         self.cpu_generator.set_state(state["cpu_generator"])
+        if self.agent.source is not None:
+            self.agent.source.load_state_dict(state["source"])
 
     def save_checkpoint(self) -> None:
         if self.run_dir is None:
@@ -173,6 +176,10 @@ class Trainer:
             from agents.plotting import plot_samples
 
             sets = ({"exact": exact[:1000]} if exact is not None else {}) | {"model": x[:1000]}
+            if self.agent.source is not None and len(self.agent.source.replay) > 0:
+                source = self.agent.source
+                use_ls = source.ls_buffer is not None and len(source.ls_buffer) > 0
+                sets["buffer"] = (source.ls_buffer if use_ls else source.replay).sample(1000, gen)[0]
             path = self.run_dir / "figures" / f"samples_{self.iteration:06d}.png"
             plot_samples(target, sets, str(path), f"{self.config.preset} on {self.config.env_id}, it {self.iteration}")
         return result
@@ -189,7 +196,7 @@ class Trainer:
         window_start, window_iters = time.perf_counter(), 0
         while self.iteration < cfg.iterations:
             it = self.iteration
-            backward_x = self.agent.backward_batch(it, self.cpu_generator)
+            backward_x = self.agent.backward_batch(it, self.generator, self.cpu_generator)
             out = self.agent.train_step(it, self.generator, backward_x)
             self.iteration += 1
             window_iters += 1
@@ -199,8 +206,10 @@ class Trainer:
                 elapsed = time.perf_counter() - window_start
                 self.train_seconds += elapsed
                 ms = 1000 * elapsed / window_iters
+                diagnostics = self.agent.source.diagnostics() if self.agent.source is not None else {}
                 self._log(
-                    {
+                    diagnostics
+                    | {
                         "train/loss": loss,
                         "train/ms_per_iteration": ms,
                         "train/exploration_std": self.agent.exploration_std(it),

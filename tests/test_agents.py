@@ -111,7 +111,7 @@ def _train(preset, env_id, steps, seed=0, **env_kwargs):
     agent = GFlowNetAgent(mdp, PRESETS[preset].agent)
     g = torch.Generator().manual_seed(seed)
     for it in range(steps):
-        agent.train_step(it, g, agent.backward_batch(it, g))
+        agent.train_step(it, g, agent.backward_batch(it, g, g))
     return agent
 
 

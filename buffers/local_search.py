@@ -1,0 +1,126 @@
+"""Local search in the target space: parallel MALA chains with an adapted step size.
+
+The kernel is a pure ``mala_init`` / ``mala_step`` pair over a ``MALAState`` (positions, log-rewards,
+gradients): one log-reward-and-gradient evaluation per step, the accepted proposals' values reused.
+Step-size adaptation lives outside the state (``local_search``), toward acceptance 0.574.
+
+Target: ``pi(x) ∝ R(x)^beta``. Proposal ``x' = x + eta * beta * grad log R(x) + sqrt(2 eta) * eps``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+
+class MALAState(NamedTuple):
+    x: torch.Tensor  # (B, d)
+    log_r: torch.Tensor  # (B,)
+    grad: torch.Tensor  # (B, d): grad of log R at x
+
+
+class MALAInfo(NamedTuple):
+    accepted: torch.Tensor  # (B,) bool
+    acceptance_rate: torch.Tensor  # scalar: mean acceptance probability
+
+
+def value_and_grad(log_reward, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log R(x), grad log R(x))`` without keeping any graph; non-finite gradients become 0."""
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        log_r = log_reward(xg)
+        (grad,) = torch.autograd.grad(log_r.sum(), xg)
+    return log_r.detach(), torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def mala_init(log_reward, x: torch.Tensor) -> MALAState:
+    return MALAState(x.detach(), *value_and_grad(log_reward, x))
+
+
+def mala_step(
+    state: MALAState, log_reward, step_size: float, generator=None, beta: float = 1.0
+) -> tuple[MALAState, MALAInfo]:
+    """One Metropolis-adjusted Langevin step of every chain."""
+    x, log_r, grad = state
+    eta = step_size
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    prop = x + eta * beta * grad + math.sqrt(2 * eta) * noise
+    prop_log_r, prop_grad = value_and_grad(log_reward, prop)
+    # log q(x' | x) - log q(x | x'), with q(b | a) = N(b; a + eta beta grad(a), 2 eta I)
+    fwd = (prop - x - eta * beta * grad).square().sum(-1)
+    bwd = (x - prop - eta * beta * prop_grad).square().sum(-1)
+    log_alpha = beta * (prop_log_r - log_r) + (fwd - bwd) / (4 * eta)
+    log_alpha = torch.nan_to_num(log_alpha, nan=-math.inf)
+    u = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
+    accept = u.log() < log_alpha
+    keep = accept.unsqueeze(-1)
+    new = MALAState(
+        torch.where(keep, prop, x), torch.where(accept, prop_log_r, log_r), torch.where(keep, prop_grad, grad)
+    )
+    return new, MALAInfo(accept, log_alpha.clamp(max=0).exp().mean())
+
+
+@dataclass(frozen=True)
+class LocalSearchConfig:
+    """Local search (parallel MALA) settings.
+
+    Attributes:
+        ls_steps: MALA steps per call (the paper: 200).
+        ls_burn_in: steps before samples are kept (100).
+        ls_step_size: initial step size eta.
+        ls_adapt: adapt eta toward ``ls_target_acceptance`` (multiplicatively, every step).
+        ls_target_acceptance: 0.574, optimal for MALA.
+        ls_beta: inverse temperature of the local-search target ``R^beta``.
+    """
+
+    ls_steps: int = 200
+    ls_burn_in: int = 100
+    ls_step_size: float = 0.1
+    ls_adapt: bool = True
+    ls_target_acceptance: float = 0.574
+    ls_beta: float = 1.0
+
+    def __post_init__(self):
+        if not 0 <= self.ls_burn_in < self.ls_steps:
+            raise ValueError(f"need 0 <= ls_burn_in < ls_steps, got {self.ls_burn_in!r} and {self.ls_steps!r}")
+        if not self.ls_step_size > 0:
+            raise ValueError(f"ls_step_size must be > 0, got {self.ls_step_size!r}")
+        if not 0 < self.ls_target_acceptance < 1:
+            raise ValueError(f"ls_target_acceptance must be in (0, 1), got {self.ls_target_acceptance!r}")
+        if not self.ls_beta > 0:
+            raise ValueError(f"ls_beta must be > 0, got {self.ls_beta!r}")
+
+
+class LocalSearchResult(NamedTuple):
+    x: torch.Tensor  # (M, d) accepted post-burn-in states
+    log_r: torch.Tensor  # (M,)
+    acceptance_rate: float  # mean acceptance probability after burn-in
+    step_size: float  # final step size
+
+
+def local_search(
+    log_reward, x0: torch.Tensor, config: LocalSearchConfig = LocalSearchConfig(), generator=None, step_size=None
+) -> LocalSearchResult:
+    """Run parallel MALA chains from ``x0``; keep every post-burn-in accepted state.
+
+    With ``ls_adapt``, the step size is multiplied by 1.05 after a step whose mean acceptance
+    probability exceeded the target, and divided by 1.05 otherwise. ``step_size`` overrides the
+    config's initial value (e.g. to carry the adapted value from one call to the next).
+    """
+    c = config
+    eta = c.ls_step_size if step_size is None else step_size
+    state = mala_init(log_reward, x0)
+    kept_x, kept_r, rates = [], [], []
+    for i in range(c.ls_steps):
+        state, info = mala_step(state, log_reward, eta, generator, c.ls_beta)
+        if c.ls_adapt:
+            eta = eta * 1.05 if float(info.acceptance_rate) > c.ls_target_acceptance else eta / 1.05
+        if i >= c.ls_burn_in:
+            kept_x.append(state.x[info.accepted])
+            kept_r.append(state.log_r[info.accepted])
+            rates.append(info.acceptance_rate)
+    rate = float(torch.stack(rates).mean()) if rates else float("nan")
+    return LocalSearchResult(torch.cat(kept_x), torch.cat(kept_r), rate, eta)

@@ -1,0 +1,110 @@
+"""Backward batches from a replay buffer refreshed by local search (Sendera et al., 2024).
+
+Training alternates: even iterations sample forward (exploratory) trajectories, whose terminal states
+go into the replay buffer; odd iterations train on backward trajectories from terminal states drawn
+from the local-search buffer. Every ``ls_cycle`` iterations, MALA chains started from prioritised
+replay-buffer samples refresh that local-search buffer. With ``ls_cycle = 0`` there is no local
+search and backward batches come straight from the replay buffer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from buffers.local_search import LocalSearchConfig, local_search
+from buffers.replay import SAMPLING, ReplayBuffer
+
+
+@dataclass(frozen=True)
+class BufferConfig:
+    """Replay-buffer and local-search settings (used when ``backward_source = "buffer"``).
+
+    Attributes:
+        buffer_capacity: capacity of each buffer (the paper: 600,000).
+        buffer_sampling: "rank" (the paper), "reward" or "uniform".
+        buffer_rank_k: k of the rank weights 1 / (k N + rank).
+        buffer_beta: inverse temperature of reward-prioritised sampling.
+        ls_cycle: run local search every this many iterations; 0 disables it.
+        local_search: the MALA settings.
+    """
+
+    buffer_capacity: int = 600_000
+    buffer_sampling: str = "rank"
+    buffer_rank_k: float = 0.01
+    buffer_beta: float = 1.0
+    ls_cycle: int = 100
+    local_search: LocalSearchConfig = field(default_factory=LocalSearchConfig)
+
+    def __post_init__(self):
+        if self.buffer_capacity < 1:
+            raise ValueError(f"buffer_capacity must be >= 1, got {self.buffer_capacity!r}")
+        if self.buffer_sampling not in SAMPLING:
+            raise ValueError(f"buffer_sampling must be one of {SAMPLING}, got {self.buffer_sampling!r}")
+        if self.ls_cycle < 0:
+            raise ValueError(f"ls_cycle must be >= 0, got {self.ls_cycle!r}")
+
+
+class BufferSource:
+    """Owns the replay buffer, the local-search buffer and the adapted MALA step size."""
+
+    def __init__(self, target, dim: int, config: BufferConfig, batch_size: int, device="cpu"):
+        self.target, self.config, self.batch_size = target, config, batch_size
+        c = config
+
+        def make():
+            return ReplayBuffer(dim, c.buffer_capacity, c.buffer_sampling, c.buffer_rank_k, c.buffer_beta, device)
+
+        self.replay = make()
+        self.ls_buffer = make() if c.ls_cycle > 0 else None
+        self.step_size = c.local_search.ls_step_size
+        self.last_info: dict[str, float] = {}
+
+    def observe(self, x: torch.Tensor, log_r: torch.Tensor, iteration: int) -> None:
+        """Store the terminal states of a forward batch."""
+        self.replay.add(x.detach(), log_r.detach(), iteration)
+
+    def refresh(self, iteration: int, generator=None) -> None:
+        """Local search from prioritised replay samples into the local-search buffer."""
+        x0, _ = self.replay.sample(self.batch_size, generator)
+        result = local_search(self.target.log_reward, x0, self.config.local_search, generator, self.step_size)
+        self.step_size = result.step_size
+        self.ls_buffer.add(result.x, result.log_r, iteration)
+        self.last_info = {
+            "acceptance_rate": result.acceptance_rate,
+            "step_size": result.step_size,
+            "accepted": float(result.x.shape[0]),
+        }
+
+    def backward_batch(self, iteration: int, generator=None) -> torch.Tensor | None:
+        """Terminal states of this iteration's backward batch (odd iterations), or None."""
+        if iteration % 2 == 0 or len(self.replay) == 0:
+            return None
+        if self.ls_buffer is None:
+            return self.replay.sample(self.batch_size, generator)[0]
+        if len(self.ls_buffer) == 0 or iteration % self.config.ls_cycle == 1:
+            self.refresh(iteration, generator)
+        return self.ls_buffer.sample(self.batch_size, generator)[0]
+
+    def diagnostics(self) -> dict[str, float]:
+        out = {f"ls/{k}": v for k, v in self.last_info.items()}
+        out["buffer/size"] = float(len(self.replay))
+        out |= {f"buffer/log_r_{k}": v for k, v in self.replay.quantiles().items()}
+        if self.ls_buffer is not None:
+            out["ls_buffer/size"] = float(len(self.ls_buffer))
+            out |= {f"ls_buffer/log_r_{k}": v for k, v in self.ls_buffer.quantiles().items()}
+        return out
+
+    def state_dict(self) -> dict:
+        return {
+            "replay": self.replay.state_dict(),
+            "step_size": self.step_size,
+            "ls_buffer": None if self.ls_buffer is None else self.ls_buffer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.replay.load_state_dict(state["replay"])
+        self.step_size = state["step_size"]
+        if self.ls_buffer is not None:
+            self.ls_buffer.load_state_dict(state["ls_buffer"])
