@@ -124,33 +124,37 @@ class GFlowNetAgent(nn.Module):
 
     # --- flows --------------------------------------------------------------------------------------
 
+    def _forward_looking_term(self, x: torch.Tensor, t: torch.Tensor, log_r: torch.Tensor) -> torch.Tensor:
+        """``(1 - t) log p_ref(x; sigma^2 max(t, dt)) + t log R(x)`` for states ``x`` at times ``t``."""
+        var = self.mdp.t_scale * t.clamp_min(self.mdp.dt)
+        log_ref = -0.5 * (x.square().sum(-1) / var + x.shape[-1] * (var.log() + process.LOG_2PI))
+        return (1 - t) * log_ref + t * log_r
+
     def log_flows(self, paths: Paths) -> torch.Tensor:
         """``(B, T + 1)`` log-flows of the visited states; the terminal one is ``log R(x_T)``.
 
-        Forward-looking flows add ``(1 - t) log p_ref(x; sigma^2 max(t, dt)) + t log R(x)`` to the
-        network's output, so the network only learns a correction to an interpolated energy.
+        Forward-looking flows add the interpolated energy ``_forward_looking_term`` to the network's
+        output, so the network only learns a correction to it.
         """
         t = self.policy.times[:-1]
         x = paths.states[:, :-1]
         log_f = self.flow(x, self.flow.embed_time(t)).squeeze(-1)
         if self.objective.forward_looking:
-            var = self.mdp.t_scale * t.clamp_min(self.mdp.dt)
-            log_ref = -0.5 * (x.square().sum(-1) / var + x.shape[-1] * (var.log() + process.LOG_2PI))
-            log_f = log_f + (1 - t) * log_ref + t * paths.log_r_states
+            log_f = log_f + self._forward_looking_term(x, t, paths.log_r_states)
         return torch.cat([log_f, paths.log_r.unsqueeze(-1)], dim=-1)
 
+    @torch.no_grad()
     def learned_log_z(self) -> torch.Tensor | None:
         """The agent's own log Z: the scalar of TB, or the flow of the initial state; None for others."""
         if self.log_z is not None:
             return self.log_z().detach()
-        if self.flow is not None:
-            with torch.no_grad():
-                x0 = torch.zeros(1, self.mdp.dim, device=self.mdp.device)
-                log_f = self.flow(x0, self.flow.embed_time(self.policy.times[:1]))[0, 0]
-                if self.objective.forward_looking:  # the reference term at t = 0, x = 0
-                    log_f = log_f - 0.5 * self.mdp.dim * (math.log(self.mdp.t_scale * self.mdp.dt) + process.LOG_2PI)
-            return log_f
-        return None
+        if self.flow is None:
+            return None
+        x0, t0 = torch.zeros(1, self.mdp.dim, device=self.mdp.device), self.policy.times[:1]
+        log_f = self.flow(x0, self.flow.embed_time(t0)).squeeze(-1)
+        if self.objective.forward_looking:
+            log_f = log_f + self._forward_looking_term(x0, t0, torch.zeros_like(log_f))
+        return log_f[0]
 
     # --- sampling and training ----------------------------------------------------------------------
 
@@ -204,4 +208,4 @@ class GFlowNetAgent(nn.Module):
         self.optimizer.step()
         if self.source is not None and backward_x is None:
             self.source.observe(traj.terminal, traj.log_r, iteration)
-        return {"loss": loss.detach(), "train_log_r_mean": traj.log_r.detach().mean()}
+        return {"loss": loss.detach()}

@@ -154,3 +154,16 @@ def test_nan_energy_raises_clear_error():
     agent = GFlowNetAgent(mdp, GFlowNetConfig("tb", batch_size=4))
     with pytest.raises(ValueError, match="NaN"):
         agent.train_step(0, torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("objective", ["subtb", "fl-subtb", "fl-db"])
+def test_learned_log_z_of_flow_agents_is_the_initial_flow(objective):
+    mdp = envs.make_mdp("DiffSampler-Manywell-v0", dim=4, num_steps=10)
+    torch.manual_seed(0)
+    agent = GFlowNetAgent(mdp, GFlowNetConfig(objective))
+    torch.nn.init.normal_(agent.flow.joint[-1].weight)  # a non-trivial flow
+    paths = sample_forward(agent.policy, mdp.target, 5, 0.0, torch.Generator().manual_seed(0), True)
+    with torch.no_grad():
+        log_f = agent.log_flows(paths)
+    torch.testing.assert_close(log_f[:, 0], agent.learned_log_z().expand(5))
+    torch.testing.assert_close(log_f[:, -1], paths.log_r)
