@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from envs.targets.base import Target
@@ -24,10 +25,12 @@ def make_target(name: str, **kwargs) -> Target:
     """Build a registered target, with a clear error for an unknown name or keyword."""
     if name not in TARGETS:
         raise ValueError(f"unknown target {name!r}; registered targets: {sorted(TARGETS)}")
+    factory = TARGETS[name]
     try:
-        return TARGETS[name](**kwargs)
+        inspect.signature(factory).bind(**kwargs)
     except TypeError as err:
         raise ValueError(f"bad keyword arguments {kwargs!r} for target {name!r}: {err}") from None
+    return factory(**kwargs)
 
 
 __all__ = ["TARGETS", "Target", "make_target", "Funnel", "Gaussian", "GaussianMixture", "Manywell"]
