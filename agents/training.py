@@ -154,15 +154,17 @@ class Trainer:
     # --- evaluation ---------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def evaluate(self, n: int | None = None, figure: bool | None = None) -> dict:
+    def evaluate(self, n: int | None = None, figure: bool | None = None, repeat: int = 0) -> dict:
         """Metrics of ``n`` on-policy trajectories (and exact samples, where the target has them).
 
-        Uses its own generator seeded from (seed, iteration), so evaluating never perturbs training.
+        Uses its own generator seeded from (seed, iteration, repeat), so evaluating never perturbs
+        training; ``repeat`` draws independent evaluation batches of the same model.
         """
         n = n or self.config.eval_samples
         target = self.mdp.target
-        gen = torch.Generator(self.config.device).manual_seed(self.config.seed * 1_000_003 + self.iteration)
-        cpu_gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.iteration)
+        eval_seed = self.config.seed * 1_000_003 + self.iteration + repeat * 7_919_000_003
+        gen = torch.Generator(self.config.device).manual_seed(eval_seed)
+        cpu_gen = torch.Generator().manual_seed(eval_seed)
         traj = self.agent.sample(n, gen)
         x = traj.terminal
         exact = log_w_bwd = None
@@ -183,6 +185,23 @@ class Trainer:
             path = self.run_dir / "figures" / f"samples_{self.iteration:06d}.png"
             plot_samples(target, sets, str(path), f"{self.config.preset} on {self.config.env_id}, it {self.iteration}")
         return result
+
+    def evaluate_repeated(self, repeats: int) -> dict:
+        """Mean and standard deviation of each metric over ``repeats`` independent evaluation batches.
+
+        Separates the evaluation's own noise (a 2,000-sample log-mean-exp is noisy) from the model's
+        quality. Returns ``{key: {"mean", "std", "values"}}`` for the numeric metrics.
+        """
+        if repeats < 2:
+            raise ValueError(f"repeats must be >= 2, got {repeats!r}")
+        runs = [self.evaluate(figure=False, repeat=r + 1) for r in range(repeats)]
+        out = {}
+        for key in runs[0]:
+            values = [r[key] for r in runs]
+            if all(isinstance(v, (int, float)) for v in values):
+                t = torch.tensor(values, dtype=torch.float64)
+                out[key] = {"mean": float(t.mean()), "std": float(t.std()), "values": values}
+        return out
 
     # --- the loop -----------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import sys
 import time
 from pathlib import Path
@@ -79,6 +80,23 @@ def print_table(result: dict, title: str) -> None:
         print(f"| {key} | {text} |")
 
 
+def evaluate_only(trainer: Trainer, repeats: int) -> int:
+    if trainer.run_dir is None or not (trainer.run_dir / "checkpoint.pt").exists():
+        print("error: --evaluate needs --resume RUN_DIR of a run with a checkpoint", file=sys.stderr)
+        return 2
+    try:
+        result = trainer.evaluate_repeated(repeats)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    (trainer.run_dir / "eval_repeats.json").write_text(json.dumps(result, indent=2))
+    print(f"\n{repeats} evaluations of {trainer.config.eval_samples} trajectories at iteration {trainer.iteration}\n")
+    print("| metric | mean | std |\n|---|---|---|")
+    for key, stats in result.items():
+        print(f"| {key} | {stats['mean']:.4f} | {stats['std']:.4f} |")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default=DEFAULT_ENV, help=f"registered env id (default {DEFAULT_ENV})")
@@ -89,6 +107,14 @@ def main(argv=None) -> int:
     p.add_argument("--run-dir", default=None, help="output directory (default runs/<env>-<preset>-s<seed>-<time>)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--evaluate",
+        type=int,
+        default=None,
+        metavar="K",
+        help="with --resume: evaluate the saved model on K independent batches (no training); "
+        "writes eval_repeats.json with mean and std of each metric",
+    )
     p.add_argument("--list-presets", action="store_true")
     p.add_argument("--list-fields", action="store_true", help="list overridable config fields")
     args, rest = p.parse_known_args(argv)
@@ -103,6 +129,9 @@ def main(argv=None) -> int:
         return 0
     # With no flags at all the script is the README's quick main job.
     args.quick_default = args.preset == DEFAULT_PRESET and args.env == DEFAULT_ENV and not extra
+    if args.evaluate is not None and not args.resume:
+        print("error: --evaluate K needs --resume RUN_DIR (the run to evaluate)", file=sys.stderr)
+        return 2
     try:
         if args.resume:
             trainer = Trainer.resume(args.resume, args.iterations)
@@ -116,6 +145,8 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.evaluate is not None:
+        return evaluate_only(trainer, args.evaluate)
     cfg = trainer.config
     print(
         f"training {cfg.preset} on {cfg.env_id} {cfg.env_kwargs or ''} for {cfg.iterations} iterations "

@@ -106,3 +106,19 @@ def test_cli_trains_and_writes_metrics(tmp_path, capsys):
 def test_cli_bad_input_is_a_clear_error(argv, message, capsys, tmp_path):
     assert train_agent.main(argv + ["--run-dir", str(tmp_path / "x"), "--no-progress"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_repeated_evaluation_of_a_saved_run(tmp_path, capsys):
+    Trainer(_config(), tmp_path / "run").run(progress=False)
+    assert train_agent.main(["--resume", str(tmp_path / "run"), "--evaluate", "3"]) == 0
+    saved = json.loads((tmp_path / "run" / "eval_repeats.json").read_text())
+    values = saved["log_z_rw"]["values"]
+    assert len(values) == 3 and len(set(values)) == 3  # independent batches
+    assert saved["log_z_rw"]["mean"] == pytest.approx(sum(values) / 3)
+    assert "| log_z_rw |" in capsys.readouterr().out
+    assert train_agent.main(["--resume", str(tmp_path / "run"), "--evaluate", "1"]) == 2
+
+
+def test_evaluate_needs_resume(tmp_path, capsys):
+    assert train_agent.main(["--evaluate", "3", "--run-dir", str(tmp_path / "none")]) == 2
+    assert "--resume" in capsys.readouterr().err and not (tmp_path / "none").exists()
