@@ -129,6 +129,13 @@ def main(argv=None) -> int:
         return 0
     # With no flags at all the script is the README's quick main job.
     args.quick_default = args.preset == DEFAULT_PRESET and args.env == DEFAULT_ENV and not extra
+    if args.resume and extra:
+        print(
+            f"error: --resume continues the run's own config.json; overrides {sorted(extra)} are not applied "
+            "(only --iterations may extend the budget)",
+            file=sys.stderr,
+        )
+        return 2
     if args.evaluate is not None and not args.resume:
         print("error: --evaluate K needs --resume RUN_DIR (the run to evaluate)", file=sys.stderr)
         return 2

@@ -122,3 +122,8 @@ def test_repeated_evaluation_of_a_saved_run(tmp_path, capsys):
 def test_evaluate_needs_resume(tmp_path, capsys):
     assert train_agent.main(["--evaluate", "3", "--run-dir", str(tmp_path / "none")]) == 2
     assert "--resume" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+
+def test_resume_rejects_overrides_instead_of_dropping_them(tmp_path, capsys):
+    assert train_agent.main(["--resume", str(tmp_path), "--lr-policy", "1e-4"]) == 2
+    assert "lr_policy" in capsys.readouterr().err
