@@ -41,13 +41,13 @@ def mala_init(log_reward, x: torch.Tensor) -> MALAState:
 
 
 def mala_step(
-    state: MALAState, log_reward, step_size: float, generator=None, beta: float = 1.0
+    state: MALAState, log_reward, step_size: float | torch.Tensor, generator=None, beta: float = 1.0
 ) -> tuple[MALAState, MALAInfo]:
     """One Metropolis-adjusted Langevin step of every chain."""
     x, log_r, grad = state
     eta = step_size
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    prop = x + eta * beta * grad + math.sqrt(2 * eta) * noise
+    prop = x + eta * beta * grad + (2 * eta) ** 0.5 * noise
     prop_log_r, prop_grad = value_and_grad(log_reward, prop)
     # log q(x' | x) - log q(x | x'), with q(b | a) = N(b; a + eta beta grad(a), 2 eta I)
     fwd = (prop - x - eta * beta * grad).square().sum(-1)
@@ -111,16 +111,22 @@ def local_search(
     config's initial value (e.g. to carry the adapted value from one call to the next).
     """
     c = config
-    eta = c.ls_step_size if step_size is None else step_size
     state = mala_init(log_reward, x0)
-    kept_x, kept_r, rates = [], [], []
+    # The step size stays a device tensor and accepted states are selected once at the end: no host
+    # synchronisation inside the chain loop.
+    eta = torch.tensor(c.ls_step_size if step_size is None else step_size, device=x0.device, dtype=x0.dtype)
+    factor = {True: 1.05, False: 1 / 1.05}
+    kept_x, kept_r, kept_mask, rates = [], [], [], []
     for i in range(c.ls_steps):
         state, info = mala_step(state, log_reward, eta, generator, c.ls_beta)
         if c.ls_adapt:
-            eta = eta * 1.05 if float(info.acceptance_rate) > c.ls_target_acceptance else eta / 1.05
+            eta = eta * torch.where(info.acceptance_rate > c.ls_target_acceptance, factor[True], factor[False])
         if i >= c.ls_burn_in:
-            kept_x.append(state.x[info.accepted])
-            kept_r.append(state.log_r[info.accepted])
+            kept_x.append(state.x)
+            kept_r.append(state.log_r)
+            kept_mask.append(info.accepted)
             rates.append(info.acceptance_rate)
-    rate = float(torch.stack(rates).mean()) if rates else float("nan")
-    return LocalSearchResult(torch.cat(kept_x), torch.cat(kept_r), rate, eta)
+    mask = torch.stack(kept_mask).flatten()
+    x = torch.stack(kept_x).flatten(0, 1)[mask]
+    log_r = torch.stack(kept_r).flatten()[mask]
+    return LocalSearchResult(x, log_r, float(torch.stack(rates).mean()), float(eta))
