@@ -7,7 +7,7 @@ clip(grad log R(x))``. Both outputs are clipped at ``clip_output``.
 
 Two ways to evaluate the policy:
 
-* step by step (``step_params``) while sampling, one time index at a time;
+* step by step (``kernel``) while sampling, one time index at a time;
 * all transitions of a batch of paths at once (``log_pf_path``), one network pass over B*T rows, used
   by every off-policy objective since their states carry no gradient.
 """

@@ -119,7 +119,7 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict:
         return {
-            "x": self.x[: self.size].clone() if self.size < self.capacity else self.x.clone(),
+            "x": self.x[: self.size].clone(),
             "log_r": self.log_r[: self.size].clone(),
             "step": self.step[: self.size].clone(),
             "ptr": self.ptr,

@@ -167,3 +167,25 @@ def test_learned_log_z_of_flow_agents_is_the_initial_flow(objective):
         log_f = agent.log_flows(paths)
     torch.testing.assert_close(log_f[:, 0], agent.learned_log_z().expand(5))
     torch.testing.assert_close(log_f[:, -1], paths.log_r)
+
+
+def test_learned_variance_and_backward_start_at_the_fixed_kernels_and_then_move():
+    """Zero-initialised heads give tanh(0) = 0: exactly the fixed variance and the plain bridge."""
+    mdp = envs.make_mdp("DiffSampler-Manywell-v0", dim=4, num_steps=10)
+    torch.manual_seed(0)
+    plain = DiffusionPolicy(4, 10, mdp.t_scale, PolicyConfig())
+    torch.manual_seed(0)
+    learned = DiffusionPolicy(4, 10, mdp.t_scale, PolicyConfig(learn_variance=True, learn_backward=True))
+    x = mdp.target.sample(32, torch.Generator().manual_seed(0))
+    paths = sample_backward(learned, mdp.target, x, torch.Generator().manual_seed(1))
+    assert torch.equal(paths.states[:, -1], x) and torch.equal(paths.states[:, 0], torch.zeros_like(x))
+    with torch.no_grad():
+        torch.testing.assert_close(learned.log_pb_path(paths.states), plain.log_pb_path(paths.states))
+        torch.testing.assert_close(learned.log_pf_path(paths.states), plain.log_pf_path(paths.states))
+        torch.nn.init.normal_(learned.net.joint[-1].weight, std=0.1)
+        torch.nn.init.normal_(learned.backward.joint[-1].weight, std=0.1)
+        assert not torch.allclose(learned.log_pf_path(paths.states), plain.log_pf_path(paths.states))
+        assert not torch.allclose(learned.log_pb_path(paths.states), plain.log_pb_path(paths.states))
+        _, var = learned.kernel(x, learned.time_features(learned.times[3:4])[0][0])
+        base = mdp.t_scale * mdp.dt
+        assert torch.all(var >= base * math.exp(-4) * 0.999) and torch.all(var <= base * math.exp(4) * 1.001)
