@@ -8,7 +8,8 @@ batch 300, Adam with policy lr 1e-3, log Z lr 1e-1, flow lr 1e-2; outputs clippe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from agents.gflownet import GFlowNetConfig
 from agents.policy import PolicyConfig
@@ -16,9 +17,21 @@ from agents.policy import PolicyConfig
 
 @dataclass(frozen=True)
 class Preset:
-    agent: GFlowNetConfig
+    """A named method: its agent config, default budget and env defaults.
+
+    Attributes:
+        agent: the method's config; its type selects the runner (``agents.runs.RUNNERS``):
+            ``GFlowNetConfig`` for the GFlowNet/PIS rows, baselines bring their own config types.
+        iterations: default budget in the runner's unit (training iterations for GFlowNet agents).
+        description: one line for ``--list-presets`` and tables.
+        env_kwargs: env keyword defaults the method needs (e.g. a reference process); the user's
+            env keyword arguments override them.
+    """
+
+    agent: Any
     iterations: int
     description: str
+    env_kwargs: dict = field(default_factory=dict)
 
 
 _LP = PolicyConfig(langevin=True)

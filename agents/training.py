@@ -21,8 +21,9 @@ import envs
 from agents import metrics
 from agents.config import from_dict, to_dict
 from agents.gflownet import GFlowNetAgent, GFlowNetConfig
+from envs.targets.base import EvaluationCounter
 
-FINAL_KEYS = metrics.METRIC_KEYS + ("ms_per_iteration", "iterations", "wall_seconds")
+FINAL_KEYS = metrics.METRIC_KEYS + ("ms_per_iteration", "iterations", "wall_seconds", "energy_evaluations")
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class Trainer:
         if config.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device {config.device!r} requested but CUDA is not available")
         self.mdp = envs.make_mdp(config.env_id, device=config.device, **config.env_kwargs)
+        self._counter = EvaluationCounter(self.mdp.target)
+        self.energy_evaluations = 0  # log-reward rows evaluated by training (evaluation excluded)
         torch.manual_seed(config.seed)
         self.agent = GFlowNetAgent(self.mdp, config.agent)
         self.generator = torch.Generator(config.device).manual_seed(config.seed)
@@ -114,6 +117,7 @@ class Trainer:
             "optimizer": self.agent.optimizer.state_dict(),
             "iteration": self.iteration,
             "train_seconds": self.train_seconds,
+            "energy_evaluations": self.energy_evaluations,
             "generator": self.generator.get_state(),
             "cpu_generator": self.cpu_generator.get_state(),
             "source": None if self.agent.source is None else self.agent.source.state_dict(),
@@ -124,6 +128,7 @@ class Trainer:
         self.agent.optimizer.load_state_dict(state["optimizer"])
         self.iteration = state["iteration"]
         self.train_seconds = state["train_seconds"]
+        self.energy_evaluations = state.get("energy_evaluations", 0)
         self.generator.set_state(state["generator"])
         self.cpu_generator.set_state(state["cpu_generator"])
         if self.agent.source is not None:
@@ -215,8 +220,10 @@ class Trainer:
         window_start, window_iters = time.perf_counter(), 0
         while self.iteration < cfg.iterations:
             it = self.iteration
+            count = self._counter.count
             backward_x = self.agent.backward_batch(it, self.generator, self.cpu_generator)
             out = self.agent.train_step(it, self.generator, backward_x)
+            self.energy_evaluations += self._counter.count - count
             self.iteration += 1
             window_iters += 1
             bar.update(1)
@@ -262,6 +269,7 @@ class Trainer:
         result["ms_per_iteration"] = 1000 * self.train_seconds / max(self.iteration, 1)
         result["iterations"] = self.iteration
         result["wall_seconds"] = wall_seconds
+        result["energy_evaluations"] = self.energy_evaluations
         if self.writer is not None:
             self.writer.flush()
         if self.run_dir is not None:

@@ -22,9 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.config import apply_overrides, field_paths  # noqa: E402
-from agents.presets import PRESETS, get_preset  # noqa: E402
-from agents.training import FINAL_KEYS, TrainConfig, Trainer  # noqa: E402
+from agents.config import field_paths  # noqa: E402
+from agents.presets import PRESETS  # noqa: E402
+from agents.runs import GFlowNetRunner, RunSpec, runner_for, split_extra  # noqa: E402
+from agents.training import FINAL_KEYS, Trainer  # noqa: E402
 
 DEFAULT_ENV, DEFAULT_PRESET, DEFAULT_ITERATIONS = "DiffSampler-GMM25-v0", "tb-expl-lp", 2000
 
@@ -55,21 +56,17 @@ def literal(text: str):
         return text
 
 
-def build_config(args, extra: dict[str, str]) -> TrainConfig:
-    preset = get_preset(args.preset)
-    fields = field_paths(TrainConfig)
-    overrides = {k: v for k, v in extra.items() if k in fields}
-    env_kwargs = {k: literal(v) for k, v in extra.items() if k not in fields}
-    cfg = TrainConfig(
+def build_spec(args, extra: dict[str, str]) -> RunSpec:
+    overrides, env_kwargs = split_extra(args.preset, extra)
+    return RunSpec(
         env_id=args.env,
-        env_kwargs=env_kwargs,
         preset=args.preset,
-        agent=preset.agent,
-        iterations=args.iterations or (DEFAULT_ITERATIONS if args.quick_default else preset.iterations),
         seed=args.seed,
+        budget=args.iterations or (DEFAULT_ITERATIONS if args.quick_default else None),
+        env_kwargs={k: literal(v) for k, v in env_kwargs.items()},
+        overrides=overrides,
         device=args.device,
     )
-    return apply_overrides(cfg, overrides)
 
 
 def print_table(result: dict, title: str) -> None:
@@ -100,8 +97,14 @@ def evaluate_only(trainer: Trainer, repeats: int) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default=DEFAULT_ENV, help=f"registered env id (default {DEFAULT_ENV})")
-    p.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of {sorted(PRESETS)}")
-    p.add_argument("--iterations", type=int, default=None, help="training iterations (default: the preset's)")
+    p.add_argument("--preset", "--agent", default=DEFAULT_PRESET, help=f"the method, one of {sorted(PRESETS)}")
+    p.add_argument(
+        "--iterations",
+        "--env-steps",
+        type=int,
+        default=None,
+        help="budget in the method's unit: training iterations, or env steps for RL agents (default: the preset's)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--run-dir", default=None, help="output directory (default runs/<env>-<preset>-s<seed>-<time>)")
@@ -124,7 +127,7 @@ def main(argv=None) -> int:
             print(f"{name:14s} {preset.iterations:6d} it  {preset.description}")
         return 0
     if args.list_fields:
-        for name, (path, tp) in sorted(field_paths(TrainConfig).items()):
+        for name, (path, tp) in sorted(field_paths(runner_for(args.preset).config_type).items()):
             print(f"--{name.replace('_', '-'):24s} {'.'.join(path + (name,))}: {tp}")
         return 0
     # With no flags at all the script is the README's quick main job.
@@ -142,29 +145,35 @@ def main(argv=None) -> int:
     try:
         if args.resume:
             trainer = Trainer.resume(args.resume, args.iterations)
+            if args.evaluate is not None:
+                return evaluate_only(trainer, args.evaluate)
+            runner, config, run_dir = GFlowNetRunner(), trainer.config, trainer.run_dir
         else:
-            cfg = build_config(args, extra)
-            run_dir = args.run_dir or (
-                f"runs/{cfg.env_id.removeprefix('DiffSampler-').removesuffix('-v0').lower()}-"
-                f"{cfg.preset}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+            spec = build_spec(args, extra)
+            runner = runner_for(spec.preset)
+            config = runner.build(spec, PRESETS[spec.preset])
+            run_dir = Path(
+                args.run_dir
+                or f"runs/{spec.env_id.removeprefix('DiffSampler-').removesuffix('-v0').lower()}-"
+                f"{spec.preset}-s{spec.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
             )
-            trainer = Trainer(cfg, run_dir)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.evaluate is not None:
-        return evaluate_only(trainer, args.evaluate)
-    cfg = trainer.config
-    print(
-        f"training {cfg.preset} on {cfg.env_id} {cfg.env_kwargs or ''} for {cfg.iterations} iterations "
-        f"-> {trainer.run_dir}"
-    )
-    result = trainer.run(progress=not args.no_progress)
-    print_table(result, f"{cfg.preset} on {cfg.env_id} (seed {cfg.seed}), {result['iterations']} iterations")
-    figs = sorted((trainer.run_dir / "figures").glob("*.png"))
+    print(f"training {args.preset if not args.resume else config.preset} on {config.env_id} -> {run_dir}")
+    if args.resume:
+        result = trainer.run(progress=not args.no_progress)
+    else:
+        try:
+            result = runner.run(config, run_dir, progress=not args.no_progress)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    print_table(result, f"{config.preset} on {config.env_id} (seed {config.seed})")
+    figs = sorted((run_dir / "figures").glob("*.png"))
     if figs:
         print(f"\nfigure: {figs[-1]}")
-    print(f"metrics: {trainer.run_dir / 'metrics.json'}")
+    print(f"metrics: {run_dir / 'metrics.json'}")
     return 0
 
 

@@ -127,3 +127,35 @@ def test_evaluate_needs_resume(tmp_path, capsys):
 def test_resume_rejects_overrides_instead_of_dropping_them(tmp_path, capsys):
     assert train_agent.main(["--resume", str(tmp_path), "--lr-policy", "1e-4"]) == 2
     assert "lr_policy" in capsys.readouterr().err
+
+
+def test_energy_evaluations_count_training_rows_only(tmp_path):
+    tb = Trainer(_config(preset="tb", agent=PRESETS["tb"].agent, iterations=3, eval_every=2))
+    result = tb.run(progress=False)
+    # On-policy TB evaluates log R once per trajectory; evaluations (every 2 its) are not counted.
+    assert result["energy_evaluations"] == 3 * PRESETS["tb"].agent.batch_size
+    lp = Trainer(_config(preset="tb-expl-lp", agent=PRESETS["tb-expl-lp"].agent, iterations=1))
+    # LP also takes the score at every non-terminal state: T + 1 rows per trajectory.
+    assert lp.run(progress=False)["energy_evaluations"] == 9 * PRESETS["tb-expl-lp"].agent.batch_size
+
+
+def test_runs_module_is_the_cli_code_path(tmp_path):
+    from agents.runs import RunSpec, build, run
+
+    spec = RunSpec(
+        "DiffSampler-GMM25-v0",
+        "tb",
+        seed=3,
+        budget=2,
+        env_kwargs={"num_steps": 5},
+        overrides={"eval_samples": "16", "figures": "false"},
+    )
+    cfg = build(spec)
+    assert (cfg.iterations, cfg.seed, cfg.eval_samples, cfg.env_kwargs) == (2, 3, 16, {"num_steps": 5})
+    result = run(spec, tmp_path / "r")
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text()) == result
+    assert result["iterations"] == 2 and set(FINAL_KEYS) <= set(result)
+    with pytest.raises(ValueError, match="budget"):
+        RunSpec("DiffSampler-GMM25-v0", "tb", budget=0)
+    with pytest.raises(ValueError, match="nope"):
+        build(RunSpec("DiffSampler-GMM25-v0", "nope"))

@@ -49,3 +49,22 @@ def check_dim(dim, *, even: bool = False, name: str = "dim") -> int:
 def like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``t`` on the device and dtype of ``x`` (a no-op when they already match)."""
     return t.to(device=x.device, dtype=x.dtype)
+
+
+class EvaluationCounter:
+    """Counts energy evaluations: the rows passed to ``target.log_reward`` since it was installed.
+
+    A value-and-gradient call counts once (the literature's convention for MALA/SMC budgets). The
+    counter shadows ``log_reward`` on this one instance only, so types (and ``isinstance``) are kept;
+    the increment is a Python int per call, never a device sync.
+    """
+
+    def __init__(self, target: Target):
+        self.count = 0
+        inner = target.log_reward
+
+        def counted(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+            self.count += x.shape[0]
+            return inner(x, *args, **kwargs)
+
+        target.log_reward = counted

@@ -1,0 +1,114 @@
+"""One run of any method: the code path shared by ``scripts/train_agent.py`` and ``scripts/benchmark.py``.
+
+A method is a preset name (``agents.presets.PRESETS``). The type of the preset's ``agent`` config
+selects its runner in ``RUNNERS``: GFlowNet and PIS-style agents train with
+``agents.training.Trainer``; baselines (MCMC, RL) register runners of their own. Every runner writes
+``config.json`` and ``metrics.json`` (at least the keys of ``agents.training.FINAL_KEYS``, null where
+a metric does not apply) into the run directory and returns the metrics dict.
+
+    from agents.runs import RunSpec, run
+    metrics = run(RunSpec("DiffSampler-Manywell-v0", "tb-expl", seed=1, budget=500), "runs/mw-tb-expl-s1")
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agents.config import apply_overrides, field_paths
+from agents.gflownet import GFlowNetConfig
+from agents.presets import Preset, get_preset
+from agents.training import TrainConfig, Trainer
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to run.
+
+    Attributes:
+        env_id: a registered ``DiffSampler-*-v0`` id.
+        preset: a preset name (the method).
+        seed: the run's seed.
+        budget: the run's budget in the runner's unit (iterations for GFlowNet agents); None: the
+            preset's default.
+        env_kwargs: env keyword arguments (over the preset's env defaults).
+        overrides: config field name -> value (strings are parsed by the field's type).
+        device: torch device.
+        threads: torch CPU threads (None: torch's default).
+    """
+
+    env_id: str
+    preset: str
+    seed: int = 0
+    budget: int | None = None
+    env_kwargs: dict = field(default_factory=dict)
+    overrides: dict = field(default_factory=dict)
+    device: str = "cpu"
+    threads: int | None = None
+
+    def __post_init__(self):
+        if self.budget is not None and (isinstance(self.budget, bool) or self.budget < 1):
+            raise ValueError(f"budget must be None or a positive integer, got {self.budget!r}")
+
+
+class Runner(Protocol):
+    """How one kind of method is configured and run."""
+
+    config_type: type  # the run-config dataclass; its leaf fields are the overridable names
+
+    def build(self, spec: RunSpec, preset: Preset) -> Any:
+        """The validated run config of ``spec`` (overrides applied)."""
+
+    def run(self, config: Any, run_dir: str | os.PathLike | None, progress: bool) -> dict:
+        """Run it; write config.json and metrics.json into ``run_dir``; return the metrics."""
+
+
+class GFlowNetRunner:
+    config_type = TrainConfig
+
+    def build(self, spec: RunSpec, preset: Preset) -> TrainConfig:
+        cfg = TrainConfig(
+            env_id=spec.env_id,
+            env_kwargs={**preset.env_kwargs, **spec.env_kwargs},
+            preset=spec.preset,
+            agent=preset.agent,
+            iterations=spec.budget or preset.iterations,
+            seed=spec.seed,
+            device=spec.device,
+            threads=spec.threads,
+        )
+        return apply_overrides(cfg, spec.overrides)
+
+    def run(self, config: TrainConfig, run_dir, progress: bool) -> dict:
+        return Trainer(config, run_dir).run(progress=progress)
+
+
+# Preset agent-config type -> runner. Baseline modules add their entries here.
+RUNNERS: dict[type, Runner] = {GFlowNetConfig: GFlowNetRunner()}
+
+
+def runner_for(preset_name: str) -> Runner:
+    preset = get_preset(preset_name)
+    kind = type(preset.agent)
+    if kind not in RUNNERS:
+        raise ValueError(f"preset {preset_name!r} has agent config {kind.__name__} with no runner in RUNNERS")
+    return RUNNERS[kind]
+
+
+def split_extra(preset_name: str, extra: dict[str, Any]) -> tuple[dict, dict]:
+    """Split ``--name value`` pairs into config overrides (known field names) and env kwargs (the rest)."""
+    fields = field_paths(runner_for(preset_name).config_type)
+    overrides = {k: v for k, v in extra.items() if k in fields}
+    env_kwargs = {k: v for k, v in extra.items() if k not in fields}
+    return overrides, env_kwargs
+
+
+def build(spec: RunSpec) -> Any:
+    return runner_for(spec.preset).build(spec, get_preset(spec.preset))
+
+
+def run(spec: RunSpec, run_dir: str | os.PathLike | None, progress: bool = False) -> dict:
+    """Build and run ``spec`` into ``run_dir``; returns the final metrics."""
+    runner = runner_for(spec.preset)
+    return runner.run(runner.build(spec, get_preset(spec.preset)), run_dir, progress)
