@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.baselines.mcmc import MALAChainConfig, SMCConfig
 from agents.gflownet import GFlowNetConfig
 from agents.policy import PolicyConfig
 
@@ -55,6 +56,9 @@ PRESETS: dict[str, Preset] = {
     ),
     "pis": Preset(GFlowNetConfig("pis"), 25_000, "path integral sampler (reparameterised KL)"),
     "pis-lp": Preset(GFlowNetConfig("pis", _LP), 10_000, "PIS + Langevin parametrisation"),
+    # MCMC baselines (agents.baselines.mcmc): the budget is temperatures (SMC) or MALA steps (chains).
+    "smc": Preset(SMCConfig(), 200, "SMC: 2,000 particles, 200 temperatures x 5 MALA steps, ESS/N < 0.5 resampling"),
+    "mala": Preset(MALAChainConfig(), 1000, "2,000 parallel MALA chains, 1,000 steps (half burn-in)"),
 }
 
 

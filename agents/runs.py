@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from agents.baselines.mcmc import MALAChainConfig, SMCConfig
+from agents.baselines.mcmc_runs import MALA_RUNNER, SMC_RUNNER
 from agents.config import apply_overrides, field_paths
 from agents.gflownet import GFlowNetConfig
 from agents.presets import Preset, get_preset
@@ -85,7 +87,11 @@ class GFlowNetRunner:
 
 
 # Preset agent-config type -> runner. Baseline modules add their entries here.
-RUNNERS: dict[type, Runner] = {GFlowNetConfig: GFlowNetRunner()}
+RUNNERS: dict[type, Runner] = {
+    GFlowNetConfig: GFlowNetRunner(),
+    SMCConfig: SMC_RUNNER,
+    MALAChainConfig: MALA_RUNNER,
+}
 
 
 def runner_for(preset_name: str) -> Runner:

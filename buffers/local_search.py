@@ -4,7 +4,9 @@ The kernel is a pure ``mala_init`` / ``mala_step`` pair over a ``MALAState`` (po
 gradients): one log-reward-and-gradient evaluation per step, the accepted proposals' values reused.
 Step-size adaptation lives outside the state (``local_search``), toward acceptance 0.574.
 
-Target: ``pi(x) ∝ R(x)^beta``. Proposal ``x' = x + eta * beta * grad log R(x) + sqrt(2 eta) * eps``.
+Target: ``pi(x) ∝ R(x)^beta``, or with a base density ``pi_0`` (an annealing path, as in SMC)
+``pi(x) ∝ R(x)^beta pi_0(x)^(1 - beta)``. Proposal ``x' = x + eta * grad log pi(x) + sqrt(2 eta) * eps``.
+Only ``log R`` counts as an energy evaluation; the base is a cheap analytic density.
 """
 
 from __future__ import annotations
@@ -41,18 +43,40 @@ def mala_init(log_reward, x: torch.Tensor) -> MALAState:
 
 
 def mala_step(
-    state: MALAState, log_reward, step_size: float | torch.Tensor, generator=None, beta: float = 1.0
+    state: MALAState,
+    log_reward,
+    step_size: float | torch.Tensor,
+    generator=None,
+    beta: float | torch.Tensor = 1.0,
+    log_base=None,
 ) -> tuple[MALAState, MALAInfo]:
-    """One Metropolis-adjusted Langevin step of every chain."""
+    """One Metropolis-adjusted Langevin step of every chain.
+
+    ``log_base`` (optional, a differentiable ``(B, d) -> (B,)`` callable): tempers toward
+    ``R^beta pi_0^(1 - beta)`` instead of ``R^beta``. The state keeps ``log R`` and its gradient either way.
+    """
     x, log_r, grad = state
     eta = step_size
+    # shift = eta * grad log pi, written as eta * beta * grad without a base (bit-identical to before)
+    if log_base is None:
+        shift = eta * beta * grad
+    else:
+        base, base_grad = value_and_grad(log_base, x)
+        shift = eta * (beta * grad + (1 - beta) * base_grad)
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    prop = x + eta * beta * grad + (2 * eta) ** 0.5 * noise
+    prop = x + shift + (2 * eta) ** 0.5 * noise
     prop_log_r, prop_grad = value_and_grad(log_reward, prop)
-    # log q(x' | x) - log q(x | x'), with q(b | a) = N(b; a + eta beta grad(a), 2 eta I)
-    fwd = (prop - x - eta * beta * grad).square().sum(-1)
-    bwd = (x - prop - eta * beta * prop_grad).square().sum(-1)
-    log_alpha = beta * (prop_log_r - log_r) + (fwd - bwd) / (4 * eta)
+    log_ratio = beta * (prop_log_r - log_r)
+    if log_base is None:
+        prop_shift = eta * beta * prop_grad
+    else:
+        prop_base, prop_base_grad = value_and_grad(log_base, prop)
+        prop_shift = eta * (beta * prop_grad + (1 - beta) * prop_base_grad)
+        log_ratio = log_ratio + (1 - beta) * (prop_base - base)
+    # log q(x' | x) - log q(x | x'), with q(b | a) = N(b; a + shift(a), 2 eta I)
+    fwd = (prop - x - shift).square().sum(-1)
+    bwd = (x - prop - prop_shift).square().sum(-1)
+    log_alpha = log_ratio + (fwd - bwd) / (4 * eta)
     log_alpha = torch.nan_to_num(log_alpha, nan=-math.inf)
     u = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
     accept = u.log() < log_alpha
@@ -61,6 +85,16 @@ def mala_step(
         torch.where(keep, prop, x), torch.where(accept, prop_log_r, log_r), torch.where(keep, prop_grad, grad)
     )
     return new, MALAInfo(accept, log_alpha.clamp(max=0).exp().mean())
+
+
+def adapt_step_size(
+    step_size: torch.Tensor, acceptance_rate: torch.Tensor, target: float, factor: float = 1.05
+) -> torch.Tensor:
+    """Multiply the step size by ``factor`` when the acceptance rate exceeded ``target``, else divide.
+
+    Device tensors in and out: no host synchronisation.
+    """
+    return step_size * torch.where(acceptance_rate > target, factor, 1 / factor)
 
 
 @dataclass(frozen=True)
@@ -115,12 +149,11 @@ def local_search(
     # The step size stays a device tensor and accepted states are selected once at the end: no host
     # synchronisation inside the chain loop.
     eta = torch.tensor(c.ls_step_size if step_size is None else step_size, device=x0.device, dtype=x0.dtype)
-    factor = {True: 1.05, False: 1 / 1.05}
     kept_x, kept_r, kept_mask, rates = [], [], [], []
     for i in range(c.ls_steps):
         state, info = mala_step(state, log_reward, eta, generator, c.ls_beta)
         if c.ls_adapt:
-            eta = eta * torch.where(info.acceptance_rate > c.ls_target_acceptance, factor[True], factor[False])
+            eta = adapt_step_size(eta, info.acceptance_rate, c.ls_target_acceptance)
         if i >= c.ls_burn_in:
             kept_x.append(state.x)
             kept_r.append(state.log_r)

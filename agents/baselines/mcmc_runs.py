@@ -1,0 +1,184 @@
+"""Runs of the MCMC baselines (presets ``smc`` and ``mala``): configs, runners, metrics.
+
+``agents.runs.RUNNERS`` maps ``SMCConfig`` and ``MALAChainConfig`` to the runners here, so
+``scripts/train_agent.py --preset smc`` (or ``agents.runs.run``) works like any other method. The
+budget (``--iterations``) is the number of temperatures K for SMC and the number of MALA steps per
+chain for ``mala``. A run writes ``config.json``, ``metrics.json`` (the keys of
+``agents.training.FINAL_KEYS`` plus the target's sample metrics and a few diagnostics) and, with
+``figures``, ``figures/samples_final.png``.
+
+Metrics. SMC: ``log_z`` is the SMC estimate and ``log_z_rw`` the same number (there is no separate
+reweighted estimate; the paper's Table 1 also reports one value for SMC); ``ess`` is ESS/N of the final
+weights; samples for W2 and mode metrics are ``eval_samples`` particles resampled by the final weights.
+MALA chains give samples only: the log Z keys, ``eubo`` and ``ess`` are null, and the samples are the
+final states of the first ``eval_samples`` chains. ``ms_per_iteration`` is wall time per temperature
+(SMC) or per MALA step (chains).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+import envs
+from agents import metrics
+from agents.baselines.mcmc import MALAChainConfig, SMCConfig, mala_chains, smc
+from agents.baselines.particles import resample
+from agents.config import apply_overrides, to_dict
+from agents.training import FINAL_KEYS
+from envs.targets.base import EvaluationCounter, Target
+
+if TYPE_CHECKING:
+    from agents.presets import Preset
+    from agents.runs import RunSpec
+
+
+@dataclass(frozen=True)
+class MCMCRunConfig:
+    """Fields shared by the MCMC baselines' run configs.
+
+    Attributes:
+        env_id: a registered ``DiffSampler-*-v0`` id (its target is sampled; the diffusion is unused).
+        env_kwargs: keyword arguments of the env's target (``dim``, ``t_scale``, ...).
+        preset: name of the preset the config came from (informational).
+        seed: seeds the sampler and the exact reference samples.
+        device: torch device.
+        threads: torch CPU threads (None: torch's default).
+        eval_samples: samples used for W2 and mode metrics (the paper uses 2,000).
+        figures: save a scatter of the samples against exact samples.
+    """
+
+    env_id: str = "DiffSampler-GMM25-v0"
+    env_kwargs: dict = field(default_factory=dict)
+    preset: str = "custom"
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+    eval_samples: int = 2000
+    figures: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.env_kwargs, dict):
+            raise ValueError(f"env_kwargs must be a dict, got {self.env_kwargs!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be None or >= 1, got {self.threads!r}")
+        if self.eval_samples < 1:
+            raise ValueError(f"eval_samples must be >= 1, got {self.eval_samples!r}")
+
+
+@dataclass(frozen=True)
+class SMCRunConfig(MCMCRunConfig):
+    agent: SMCConfig = field(default_factory=SMCConfig)
+
+
+@dataclass(frozen=True)
+class MALARunConfig(MCMCRunConfig):
+    agent: MALAChainConfig = field(default_factory=MALAChainConfig)
+
+
+def sample_metrics(x: torch.Tensor, target: Target, generator: torch.Generator) -> tuple[dict, torch.Tensor | None]:
+    """W2 against exact samples and the target-specific keys of ``metrics.summarize`` (modes covered,
+    Manywell mode error, ...) for samples ``x``, and the exact samples (None without a sampler).
+
+    The log-weight keys of ``summarize`` are left out (placeholder zero log-weights are passed, as
+    MCMC samples carry no trajectory weights)."""
+    exact = target.sample(x.shape[0], generator).to(x.device) if target.has_sampler else None
+    flat = metrics.summarize(torch.zeros(x.shape[0], device=x.device), None, x, exact, None, target)
+    return {k: v for k, v in flat.items() if k == "w2" or k not in metrics.METRIC_KEYS}, exact
+
+
+def _smc_metrics(target: Target, config: SMCRunConfig, generator: torch.Generator) -> tuple[dict, torch.Tensor]:
+    out = smc(target, config.agent, generator)
+    log_z = float(out.log_z)
+    idx = resample(out.log_w, config.eval_samples, config.agent.resampling, generator)
+    result = {
+        "log_z": log_z,
+        "log_z_rw": log_z,
+        "delta_log_z": None if target.log_Z is None else abs(target.log_Z - log_z),
+        "delta_log_z_rw": None if target.log_Z is None else abs(target.log_Z - log_z),
+        "eubo": None,
+        "ess": float(out.ess[-1]),
+        "acceptance_rate": float(out.acceptance.mean()),
+        "final_step_size": float(out.step_size[-1]),
+        "resampling_events": int(out.resampled.sum()),
+        "min_ess": float(out.ess.min()),
+    }
+    return result, out.x[idx]
+
+
+def _mala_metrics(target: Target, config: MALARunConfig, generator: torch.Generator) -> tuple[dict, torch.Tensor]:
+    out = mala_chains(target, config.agent, generator)
+    burn_in = config.agent.burn_in_steps
+    result = dict.fromkeys(("log_z", "log_z_rw", "delta_log_z", "delta_log_z_rw", "eubo", "ess"))
+    result["acceptance_rate"] = float(out.acceptance[burn_in:].mean())
+    result["final_step_size"] = float(out.step_size)
+    return result, out.samples[-1, : config.eval_samples]
+
+
+class MCMCRunner:
+    """A ``agents.runs.Runner`` for one MCMC baseline: ``budget_field`` of the agent config takes the budget."""
+
+    def __init__(self, config_type: type, budget_field: str, sampler):
+        self.config_type, self.budget_field, self._sampler = config_type, budget_field, sampler
+
+    def build(self, spec: RunSpec, preset: Preset) -> Any:
+        agent = dataclasses.replace(preset.agent, **{self.budget_field: spec.budget or preset.iterations})
+        cfg = self.config_type(
+            env_id=spec.env_id,
+            env_kwargs={**preset.env_kwargs, **spec.env_kwargs},
+            preset=spec.preset,
+            seed=spec.seed,
+            device=spec.device,
+            threads=spec.threads,
+            agent=agent,
+        )
+        return apply_overrides(cfg, spec.overrides)
+
+    def run(self, config, run_dir: str | os.PathLike | None, progress: bool = False) -> dict:
+        """Sample, evaluate, write ``config.json`` and ``metrics.json``; ``progress`` is unused (no long loop)."""
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        if config.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {config.device!r} requested but CUDA is not available")
+        run_dir = Path(run_dir) if run_dir is not None else None
+        if run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.json").write_text(json.dumps(to_dict(config), indent=2))
+        target = envs.make_mdp(config.env_id, device=config.device, **config.env_kwargs).target
+        counter = EvaluationCounter(target)
+        generator = torch.Generator(config.device).manual_seed(config.seed)
+        start = time.perf_counter()
+        result, x = self._sampler(target, config, generator)
+        sampling_seconds = time.perf_counter() - start
+        energy_evaluations = counter.count
+        extra, exact = sample_metrics(x, target, torch.Generator().manual_seed(config.seed + 1))
+        result |= extra
+        budget = getattr(config.agent, self.budget_field)
+        result["ms_per_iteration"] = 1000 * sampling_seconds / budget
+        result["iterations"] = budget
+        result["wall_seconds"] = time.perf_counter() - start
+        result["energy_evaluations"] = energy_evaluations
+        result["sampling_seconds"] = sampling_seconds
+        result = {k: result.get(k) for k in FINAL_KEYS} | result
+        if run_dir is not None:
+            if config.figures:
+                from agents.plotting import plot_samples
+
+                (run_dir / "figures").mkdir(exist_ok=True)
+                sets = ({"exact": exact[:1000]} if exact is not None else {}) | {config.preset: x[:1000]}
+                plot_samples(
+                    target, sets, str(run_dir / "figures" / "samples_final.png"), f"{config.preset} on {config.env_id}"
+                )
+            (run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+        return result
+
+
+SMC_RUNNER = MCMCRunner(SMCRunConfig, "temperatures", _smc_metrics)
+MALA_RUNNER = MCMCRunner(MALARunConfig, "steps", _mala_metrics)
