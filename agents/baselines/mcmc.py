@@ -123,7 +123,8 @@ class SMCConfig:
         _positive_int(self.mala_steps, "mala_steps", 0)
         _positive_float(self.step_size, "step_size")
         _acceptance(self.target_acceptance)
-        ok = isinstance(self.ess_threshold, (int, float)) and 0 <= self.ess_threshold <= 1
+        ok = isinstance(self.ess_threshold, (int, float)) and not isinstance(self.ess_threshold, bool)
+        ok = ok and 0 <= self.ess_threshold <= 1
         _check(ok, f"ess_threshold must be in [0, 1], got {self.ess_threshold!r}")
         _check(
             self.resampling in RESAMPLERS, f"unknown resampling {self.resampling!r}; available: {sorted(RESAMPLERS)}"
