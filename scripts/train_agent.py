@@ -103,7 +103,8 @@ def main(argv=None) -> int:
         "--env-steps",
         type=int,
         default=None,
-        help="budget in the method's unit: training iterations, or env steps for RL agents (default: the preset's)",
+        help="budget in the method's unit: training iterations, env steps for RL agents, temperatures for smc, "
+        "MALA steps for mala (default: the preset's)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
