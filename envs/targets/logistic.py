@@ -58,6 +58,8 @@ def breast_cancer(prior_std: float = 1.0, t_scale: float = 1.0) -> BayesianLogis
     569 cases, 30 features standardised to mean 0 and (population) standard deviation 1, a bias, and
     scikit-learn's labels (1 = benign, 0 = malignant); prior N(0, I). (The paper's code instead divides
     the features by their standard deviation without centring and uses a flat or N(0, 10^2) prior.)
+    Reference, not exact: importance sampling with 5 x 10^6 draws from a multivariate t_5 around the
+    Laplace approximation gives log Z = -55.23 (spread of 5 repeats 0.01; the Laplace value is -55.63).
     """
     try:
         from sklearn.datasets import load_breast_cancer
