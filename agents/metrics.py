@@ -13,6 +13,7 @@ import math
 import numpy as np
 import ot
 import torch
+from scipy.special import chdtri
 
 from envs.targets import GaussianMixture, Manywell
 
@@ -118,8 +119,10 @@ def mode_coverage(
     """Mode coverage of samples of a mixture with component centres ``means`` (K, d).
 
     Each sample is assigned to its nearest mean; a mode is covered when at least one sample assigned to it
-    lies within ``radius`` of it. Default radius: ``3 * std`` when the component ``std`` is given, else
-    half the minimum distance between means.
+    lies within ``radius`` of it. Default radius, when the isotropic component ``std`` is given: the radius
+    holding the same share of a component's mass (98.9 %) as ``3 * std`` in 2-D, ``std * sqrt(q_d)`` with
+    ``q_d`` that quantile of chi-square(d) (``3 std`` at d = 2, ``8.6 std`` at d = 50, where a component's
+    samples lie about ``sqrt(d) std`` from its mean); otherwise half the minimum distance between means.
 
     Returns (number of covered modes, (K,) fraction of all samples assigned to each mode).
     """
@@ -131,7 +134,7 @@ def mode_coverage(
     k = means.shape[0]
     if radius is None:
         if std is not None:
-            radius = 3.0 * std
+            radius = std * math.sqrt(chdtri(means.shape[1], math.exp(-4.5)))
         elif k > 1:
             d_mm = torch.cdist(means, means) + torch.diag(torch.full((k,), float("inf"), dtype=means.dtype))
             radius = 0.5 * float(d_mm.min())
@@ -180,8 +183,9 @@ def summarize(
 ) -> dict[str, float | int | None]:
     """Flat dict of Python numbers (None where not applicable) for one evaluation batch.
 
-    Keys: ``METRIC_KEYS`` always; plus ``modes_covered`` for a ``GaussianMixture`` target (radius 3
-    component std) and ``manywell_mode_error`` for a ``Manywell`` target (needs ``x`` and ``exact``).
+    Keys: ``METRIC_KEYS`` always; plus ``modes_covered`` for a ``GaussianMixture`` target (the std-based
+    radius of ``mode_coverage``: 3 std in 2-D) and ``manywell_mode_error`` for a ``Manywell`` target
+    (needs ``x`` and ``exact``).
     ``log_w`` must be a single batch (B,) of forward log-weights; ``x`` the corresponding samples.
     """
     if log_w.dim() != 1:

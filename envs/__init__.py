@@ -22,6 +22,11 @@ ENV_TARGETS = {
     "EasyFunnel": "easy_funnel",
     "Manywell": "manywell",
     "Gaussian": "gaussian",
+    "GMM40": "gmm40",
+    "StudentTMixture": "student_t_mixture",
+    "BreastCancer": "breast_cancer",
+    "LGCP": "lgcp",  # the pines data: data_path=... (CLI --data-path) or $DIFFSAMPLER_DATA
+    "LGCPSynthetic": "lgcp_synthetic",
 }
 ENV_IDS = [f"DiffSampler-{name}-v0" for name in ENV_TARGETS]
 

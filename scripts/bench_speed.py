@@ -3,16 +3,21 @@
 
 Each (preset, target) runs in a fresh subprocess, so its peak memory is its own: on CPU the growth
 of the peak resident set over the process's footprint after set-up (imports, model); on CUDA
-``torch.cuda.max_memory_allocated``. Prints a markdown table.
+``torch.cuda.max_memory_allocated``. Prints a markdown table. The median iteration of a local-search
+preset leaves out the local-search call made every 100 iterations: the local-search and gradient
+tables give its cost (the gradient table: log-reward + autograd gradient on 300 points, one local-search
+call of tb-expl-lp-ls, and that call's share per iteration).
 
     python scripts/bench_speed.py                                   # all presets x all targets
     python scripts/bench_speed.py --presets tb,fl-subtb --targets manywell32 --iterations 30
+    python scripts/bench_speed.py --presets tb-expl-lp-ls --targets lgcp --ls-targets none --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -20,7 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DIFFSAMPLER_DATA", str(ROOT.parent / "shared" / "data"))  # the LGCP's pines
 
 TARGETS = {
     "25gmm": ("DiffSampler-GMM25-v0", {}),
@@ -29,6 +36,7 @@ TARGETS = {
     "manywell32": ("DiffSampler-Manywell-v0", {"dim": 32}),
     "manywell128": ("DiffSampler-Manywell-v0", {"dim": 128}),
     "manywell512": ("DiffSampler-Manywell-v0", {"dim": 512}),
+    "lgcp": ("DiffSampler-LGCP-v0", {}),
 }
 
 
@@ -87,19 +95,9 @@ def measure_local_search(target: str, device: str, threads: int | None, cycles: 
     for buf in (source.replay, source.ls_buffer):
         buf.add(fill, mdp.target.log_reward(fill))
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-
-    def timed(fn, repeats):
-        out = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            sync()
-            out.append(1000 * (time.perf_counter() - start))
-        return statistics.median(out)
-
-    ls_ms = timed(lambda: source.refresh(1, gen), 5)
+    ls_ms = _timed(lambda: source.refresh(1, gen), 5, sync)
     batch, log_r = fill[:300].clone(), mdp.target.log_reward(fill[:300])
-    add_ms = timed(lambda: source.replay.add(batch, log_r), 100)
+    add_ms = _timed(lambda: source.replay.add(batch, log_r), 100, sync)
     cycle = source.config.ls_cycle
     for it in range(4):  # warm-up
         agent.train_step(it, gen, agent.backward_batch(it, gen, cpu_gen))
@@ -109,6 +107,42 @@ def measure_local_search(target: str, device: str, threads: int | None, cycles: 
     sync()
     it_ms = 1000 * (time.perf_counter() - start) / (cycle * cycles)
     return {"target": target, "ls_call_ms": ls_ms, "add_ms": add_ms, "tb_expl_ls_ms": it_ms}
+
+
+def _timed(fn, repeats: int, sync) -> float:
+    """Median wall time of ``fn()`` in ms."""
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        out.append(1000 * (time.perf_counter() - start))
+    return statistics.median(out)
+
+
+def measure_gradient(target: str, device: str, threads: int | None) -> dict:
+    """Log-reward with its autograd gradient on a batch of 300 policy samples, and one local-search call
+    of ``tb-expl-lp-ls`` (300 chains x 200 MALA steps; amortised over its cycle of 100 iterations)."""
+    import torch
+
+    import envs
+    from agents.gflownet import GFlowNetAgent
+    from agents.presets import get_preset
+    from buffers.local_search import value_and_grad
+
+    if threads:
+        torch.set_num_threads(threads)
+    env_id, kwargs = TARGETS[target]
+    mdp = envs.make_mdp(env_id, device=device, **kwargs)
+    torch.manual_seed(0)
+    agent = GFlowNetAgent(mdp, get_preset("tb-expl-lp-ls").agent)
+    gen = torch.Generator(device).manual_seed(0)
+    agent.train_step(0, gen, None)  # one forward batch fills the replay buffer
+    x = agent.source.replay.sample(300, gen)[0]
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    grad_ms = _timed(lambda: value_and_grad(mdp.target.log_reward, x), 30, sync)
+    ls_ms = _timed(lambda: agent.source.refresh(1, gen), 2, sync)
+    return {"target": target, "grad_ms": grad_ms, "ls_call_ms": ls_ms, "ls_cycle": agent.source.config.ls_cycle}
 
 
 def main(argv=None) -> int:
@@ -127,14 +161,24 @@ def main(argv=None) -> int:
         default="25gmm,manywell32,manywell512",
         help="targets of the local-search table (comma list, or 'none')",
     )
+    p.add_argument(
+        "--grad-targets",
+        default="lgcp",
+        help="targets of the log-reward + gradient table (comma list, or 'none'; lgcp reads $DIFFSAMPLER_DATA, "
+        "default ../shared/data)",
+    )
     p.add_argument("--one", nargs=2, metavar=("PRESET", "TARGET"), help=argparse.SUPPRESS)
     p.add_argument("--one-ls", metavar="TARGET", help=argparse.SUPPRESS)
+    p.add_argument("--one-grad", metavar="TARGET", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
         print(json.dumps(measure(*args.one, args.iterations, args.warmup, args.device, args.threads)))
         return 0
     if args.one_ls:
         print(json.dumps(measure_local_search(args.one_ls, args.device, args.threads)))
+        return 0
+    if args.one_grad:
+        print(json.dumps(measure_gradient(args.one_grad, args.device, args.threads)))
         return 0
     from agents.gflownet import GFlowNetConfig
 
@@ -170,8 +214,22 @@ def main(argv=None) -> int:
             continue
         ls_rows.append(row)
         print(f"| {target} | {row['ls_call_ms']:.0f} | {row['add_ms']:.3f} | {row['tb_expl_ls_ms']:.1f} |", flush=True)
+    grad_targets = [] if args.grad_targets == "none" else args.grad_targets.split(",")
+    grad_rows = []
+    if grad_targets:
+        print("\n| target | log-reward + grad, batch 300 (ms) | local-search call (ms) | per iteration (ms) |")
+        print("|---|---|---|---|", flush=True)
+    for target in grad_targets:
+        row = _subprocess([sys.executable, __file__, "--one-grad", target, "--device", args.device], args.threads)
+        if row is None:
+            print(f"| {target} | failed | | |", flush=True)
+            continue
+        grad_rows.append(row)
+        share = row["ls_call_ms"] / row["ls_cycle"]
+        print(f"| {target} | {row['grad_ms']:.1f} | {row['ls_call_ms']:.0f} | {share:.1f} |", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"presets": rows, "local_search": ls_rows}, indent=2))
+        rows_out = {"presets": rows, "local_search": ls_rows, "gradient": grad_rows}
+        Path(args.json).write_text(json.dumps(rows_out, indent=2))
     return 0
 
 

@@ -20,6 +20,9 @@ from envs.gym_env import DiffSamplerEnv, DiffSamplerVectorEnv
 
 T = 5
 ENVS = [("manywell", {"dim": 4}), ("funnel", {"dim": 3})]
+# Every other target with non-trivial numerics, small where it has a size (the LGCP on a 3 x 3 grid).
+ENVS += [("gmm40", {"dim": 3}), ("student_t_mixture", {"dim": 3}), ("breast_cancer", {})]
+ENVS += [("lgcp", {"grid_size": 3}), ("lgcp_synthetic", {"grid_size": 3})]
 BOUND = 0.5
 DTYPES = [
     np.float16,

@@ -8,8 +8,11 @@ from collections.abc import Callable
 from envs.targets.base import Target
 from envs.targets.funnel import Funnel
 from envs.targets.gaussian import Gaussian
-from envs.targets.gmm import GaussianMixture, gmm9, gmm25
+from envs.targets.gmm import GaussianMixture, gmm9, gmm25, gmm40
+from envs.targets.lgcp import LogGaussianCoxProcess, lgcp_pines, lgcp_synthetic
+from envs.targets.logistic import BayesianLogisticRegression, breast_cancer
 from envs.targets.manywell import Manywell
+from envs.targets.student_t import StudentTMixture, student_t_mixture
 
 TARGETS: dict[str, Callable[..., Target]] = {
     "gmm25": gmm25,
@@ -18,6 +21,11 @@ TARGETS: dict[str, Callable[..., Target]] = {
     "easy_funnel": lambda dim=10, t_scale=1.0: Funnel(dim, scale=1.0, t_scale=t_scale),
     "manywell": Manywell,
     "gaussian": Gaussian,
+    "gmm40": gmm40,
+    "student_t_mixture": student_t_mixture,
+    "breast_cancer": breast_cancer,
+    "lgcp": lgcp_pines,
+    "lgcp_synthetic": lgcp_synthetic,
 }
 
 
@@ -34,3 +42,4 @@ def make_target(name: str, **kwargs) -> Target:
 
 
 __all__ = ["TARGETS", "Target", "make_target", "Funnel", "Gaussian", "GaussianMixture", "Manywell"]
+__all__ += ["BayesianLogisticRegression", "LogGaussianCoxProcess", "StudentTMixture"]

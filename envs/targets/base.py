@@ -68,3 +68,16 @@ class EvaluationCounter:
             return inner(x, *args, **kwargs)
 
         target.log_reward = counted
+
+
+def bounded_rows(x: torch.Tensor, center, bound: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Guard for densities whose linear algebra overflows into ``inf - inf = NaN`` at absurd inputs.
+
+    Returns ``(x_safe, ok)``: ``ok`` (B,) marks the rows with every ``|x - center| <= bound`` and
+    ``x_safe`` is ``x`` with the other rows replaced by ``center``, so that computing on it overflows
+    nowhere. The caller maps the rows ``~ok`` to ``-inf`` (their density is below ``exp(-bound^2)``-ish
+    anyway); their gradient is then exactly 0, never NaN.
+    """
+    center = torch.as_tensor(center, dtype=x.dtype, device=x.device)
+    ok = ((x - center).abs() <= bound).all(-1)
+    return torch.where(ok.unsqueeze(-1), x, center.expand_as(x)), ok

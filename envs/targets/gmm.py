@@ -1,4 +1,4 @@
-"""Gaussian mixtures with equal weights and isotropic components: 25GMM and 9GMM."""
+"""Gaussian mixtures with equal weights and isotropic components: 25GMM, 9GMM and 40GMM."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import torch
 
 from envs.process import LOG_2PI
-from envs.targets.base import Target, like
+from envs.targets.base import Target, check_dim, like
 
 
 class GaussianMixture(Target):
@@ -56,3 +56,18 @@ def gmm25(t_scale: float = 5.0) -> GaussianMixture:
 def gmm9(t_scale: float = 5.0) -> GaussianMixture:
     """9 modes at {-5, 0, 5}^2, std 0.5477 (variance 0.3)."""
     return GaussianMixture(_grid_means([-5.0, 0.0, 5.0]), 0.5477**2, t_scale, (-8.0, 8.0))
+
+
+def gmm40(dim: int = 50, seed: int = 0, t_scale: float = 5.0) -> GaussianMixture:
+    """40GMM: 40 equal-weight unit-covariance Gaussians, means uniform in [-40, 40]^dim (d = 50 by default).
+
+    The sampler literature's convention (Midgley et al.'s FAB 2-D target; Blessing et al. 2024 and the
+    paper's code in d = 50): means ``40 * U(-1, 1)`` drawn once with a fixed seed, scale 1 in every
+    coordinate. Ours are drawn by ``torch.Generator().manual_seed(seed)`` (float64, then float32), so
+    the family and its difficulty match but not the other codes' particular draw. Normalised: log Z = 0.
+    ``t_scale`` 5 as for the other GMMs.
+    """
+    check_dim(dim)
+    gen = torch.Generator().manual_seed(seed)
+    means = 40.0 * (2.0 * torch.rand(40, dim, generator=gen, dtype=torch.float64) - 1.0)
+    return GaussianMixture(means, 1.0, t_scale, (-50.0, 50.0))
