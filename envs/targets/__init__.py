@@ -6,10 +6,12 @@ import inspect
 from collections.abc import Callable
 
 from envs.targets.base import Target
+from envs.targets.conditional import BoundTarget, ConditionalTarget, is_conditional
 from envs.targets.funnel import Funnel
 from envs.targets.gaussian import Gaussian
 from envs.targets.gmm import GaussianMixture, gmm9, gmm25
 from envs.targets.manywell import Manywell
+from envs.targets.vae import VAEPosterior, vae
 
 TARGETS: dict[str, Callable[..., Target]] = {
     "gmm25": gmm25,
@@ -18,7 +20,9 @@ TARGETS: dict[str, Callable[..., Target]] = {
     "easy_funnel": lambda dim=10, t_scale=1.0: Funnel(dim, scale=1.0, t_scale=t_scale),
     "manywell": Manywell,
     "gaussian": Gaussian,
+    "vae": vae,
 }
+CONDITIONAL_TARGETS = ("vae",)  # names whose factories build a ConditionalTarget (log_reward(x, condition))
 
 
 def make_target(name: str, **kwargs) -> Target:
@@ -34,3 +38,4 @@ def make_target(name: str, **kwargs) -> Target:
 
 
 __all__ = ["TARGETS", "Target", "make_target", "Funnel", "Gaussian", "GaussianMixture", "Manywell"]
+__all__ += ["BoundTarget", "ConditionalTarget", "VAEPosterior", "is_conditional"]
