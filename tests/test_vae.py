@@ -171,3 +171,6 @@ def test_paper_mnist_vae_importance_sampling_log_likelihood():
     elbo = log_w.mean(0)
     assert bool((log_px >= elbo).all())
     assert -130 < float(log_px.mean()) < -60, log_px
+    ours = target.encoder_log_z(x, 500, torch.Generator().manual_seed(0))  # the same draws
+    torch.testing.assert_close(ours[0], elbo, rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(ours[1], log_px, rtol=1e-5, atol=1e-3)

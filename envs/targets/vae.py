@@ -37,6 +37,7 @@ from envs.targets.conditional import ConditionalTarget
 WEIGHTS_FILE = "bernoulli_mnist_vae_epochs_100_seed_1.pt"
 IMAGES_FILE = "mnist_evaluation_subset.npy"
 DECODER_KEYS = ("fc3.weight", "fc3.bias", "fc4.weight", "fc4.bias")
+ENCODER_KEYS = ("fc1.weight", "fc1.bias", "fc21.weight", "fc21.bias", "fc22.weight", "fc22.bias")
 _Z_BOUND = 1e4  # the decoder sees z clamped here, so a huge finite z cannot overflow its logits
 
 
@@ -44,7 +45,9 @@ class VAEPosterior(ConditionalTarget):
     """``log R(z | x) = log N(z; 0, I) + sum_i [x_i l_i(z) - softplus(l_i(z))]`` with decoder logits l.
 
     Args:
-        decoder: state dict with ``fc3.weight`` (h, d), ``fc3.bias``, ``fc4.weight`` (c, h), ``fc4.bias``.
+        decoder: the VAE's state dict: ``fc3.weight`` (h, d), ``fc3.bias``, ``fc4.weight`` (c, h),
+            ``fc4.bias``; with the encoder's keys (fc1, fc21, fc22) too, ``encoder_log_z`` gives
+            reference values of log Z(image).
         conditions: (N, c) training images in [0, 1], flattened.
         eval_conditions: (M, c) evaluation images.
         image_shape: shape of one image, for figures (e.g. (28, 28)).
@@ -75,6 +78,8 @@ class VAEPosterior(ConditionalTarget):
         if not (isinstance(prob_eps, (int, float)) and 0 < prob_eps < 0.5):
             raise ValueError(f"prob_eps must be in (0, 0.5), got {prob_eps!r}")
         self.w3, self.b3, self.w4, self.b4 = w3, b3, w4, b4
+        has_encoder = all(k in decoder for k in ENCODER_KEYS)
+        self.encoder = {k: decoder[k].detach().to(torch.float32) for k in ENCODER_KEYS} if has_encoder else None
         self.dim, self.cond_dim = int(dim), int(w4.shape[0])
         self.conditions = self._check_images(conditions, "conditions")
         self.eval_conditions = self._check_images(eval_conditions, "eval_conditions")
@@ -116,6 +121,29 @@ class VAEPosterior(ConditionalTarget):
             )
         log_prior = -0.5 * (z.square().sum(-1) + self.dim * LOG_2PI)
         return log_prior + self.log_likelihood(z, image)
+
+    @torch.no_grad()
+    def encoder_log_z(self, images: torch.Tensor, samples: int = 1000, generator=None):
+        """Reference estimates of log Z(image) = log p(image) by importance sampling from the VAE's own
+        encoder q(z | image): ``(ELBO, IW bound)``, each (M,), from ``samples`` draws per image.
+
+        The IW bound tightens as ``samples`` grows; it is independent of any trained sampler, so it is
+        the yardstick for a sampler's per-image ``log_z_rw``.
+        """
+        if self.encoder is None:
+            raise ValueError(f"{self!r} was built without the encoder's weights (fc1, fc21, fc22)")
+        e = self.encoder
+        elbo, iw = [], []
+        for chunk in images.split(max(1, 200_000 // samples)):  # bounds the (samples, chunk, pixels) logits
+            h = torch.relu(F.linear(chunk, e["fc1.weight"], e["fc1.bias"]))
+            mu, log_var = F.linear(h, e["fc21.weight"], e["fc21.bias"]), F.linear(h, e["fc22.weight"], e["fc22.bias"])
+            eps = torch.randn(samples, *mu.shape, generator=generator)
+            z = mu + (0.5 * log_var).exp() * eps  # (samples, chunk, d)
+            log_q = -0.5 * (eps.square() + LOG_2PI + log_var).sum(-1)
+            log_w = self.log_reward(z, chunk) - log_q
+            elbo.append(log_w.mean(0))
+            iw.append(torch.logsumexp(log_w, 0) - math.log(samples))
+        return torch.cat(elbo), torch.cat(iw)
 
     def __repr__(self) -> str:
         return f"VAEPosterior(dim={self.dim}, pixels={self.cond_dim}, conditions={len(self.conditions)}, {self.source})"
