@@ -180,9 +180,7 @@ def _run(agent: GFlowNetAgent, steps: int, seed: int) -> list[float]:
     return [float(agent.train_step(it, g, agent.backward_batch(it, g, g))["loss"]) for it in range(steps)]
 
 
-@pytest.mark.parametrize(
-    "preset", ["vargrad-expl-lp", "tb-expl", "fl-subtb-lp", "pis", "vargrad-expl-lp-ls", "tb-expl-ls"]
-)
+@pytest.mark.parametrize("preset", [name for name, p in PRESETS.items() if isinstance(p.agent, GFlowNetConfig)])
 def test_conditional_training_is_bit_identical_under_a_seed(preset):
     a, b, c = _agent(preset, 0), _agent(preset, 0), _agent(preset, 1)
     la, lb, lc = _run(a, 4, 0), _run(b, 4, 0), _run(c, 4, 1)
@@ -242,3 +240,13 @@ def test_trainer_on_the_vae_env_reports_table2_metrics(tmp_path):
     assert (tmp_path / "figures" / "samples_000003.png").is_file()
     resumed = Trainer.resume(tmp_path)  # checkpoint round trip of a conditional agent
     assert resumed.iteration == 3
+
+
+def test_energy_evaluations_count_every_state_of_a_whole_path_call():
+    from envs.targets.base import EvaluationCounter
+
+    target = tiny_vae()
+    counter = EvaluationCounter(target)
+    target.bind(target.conditions[:3].unsqueeze(1)).log_reward(torch.zeros(3, 7, target.dim))  # 3 paths x 7 states
+    target.log_reward(torch.zeros(2, target.dim), target.conditions[:2])
+    assert counter.count == 3 * 7 + 2
