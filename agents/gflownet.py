@@ -3,6 +3,12 @@
 Off-policy objectives train on detached trajectories sampled forward (on-policy or with exploration
 noise) or backward from terminal states of a sample source (exact target samples, or a replay
 buffer); PIS trains on reparameterised on-policy paths.
+
+On a conditional target (e.g. the VAE latent posterior) the agent is amortised over conditions: a
+batch draws ``batch_size / condition_repeats`` conditions uniformly with replacement from
+``target.conditions`` and samples ``condition_repeats`` trajectories for each; the policy, flows and
+backward correction embed the condition, log Z is a network of the condition, and VarGrad's log Z
+estimate is the mean over the trajectories of each condition.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from agents.networks import JointNet, LogZ
+from agents.networks import ConditionalLogZ, JointNet, LogZ
 from agents.objectives import OBJECTIVES
 from agents.policy import DiffusionPolicy, PolicyConfig, exploration_std_at
 from agents.rollout import (
@@ -47,6 +53,8 @@ class GFlowNetConfig:
         backward_source: where backward training batches come from on odd iterations: None (forward
             only), "exact" (the target's exact sampler) or "buffer" (replay buffer + local search).
         buffer: replay-buffer and local-search settings, used with ``backward_source = "buffer"``.
+        condition_repeats: on a conditional target, trajectories per drawn condition in a batch (must
+            divide ``batch_size``; >= 2 for VarGrad, whose log Z estimate is a per-condition mean).
     """
 
     objective: str = "tb"
@@ -61,6 +69,7 @@ class GFlowNetConfig:
     subtb_lambda: float = 2.0
     backward_source: str | None = None
     buffer: BufferConfig = field(default_factory=BufferConfig)
+    condition_repeats: int = 10
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -83,6 +92,8 @@ class GFlowNetConfig:
             raise ValueError(f"objective {self.objective!r} is on-policy; exploration_std must be 0")
         if self.objective == "bwd-mle" and self.backward_source is None:
             raise ValueError("objective 'bwd-mle' needs a backward_source")
+        if self.condition_repeats < 1:
+            raise ValueError(f"condition_repeats must be >= 1, got {self.condition_repeats!r}")
 
 
 class GFlowNetAgent(nn.Module):
@@ -95,20 +106,35 @@ class GFlowNetAgent(nn.Module):
         self.mdp, self.target, self.config = mdp, mdp.target, config
         self.objective = OBJECTIVES[config.objective]
         c = config.policy
-        self.policy = DiffusionPolicy(mdp.dim, mdp.num_steps, mdp.t_scale, c)
-        self.log_z = LogZ() if self.objective.needs == "log_z" else None
+        cond_dim = mdp.cond_dim or None
+        self.conditions = None  # the target's training conditions on the agent's device
+        if cond_dim is not None:
+            self._check_conditional(config)
+            self.conditions = self.target.conditions.to(mdp.device)
+        self.policy = DiffusionPolicy(mdp.dim, mdp.num_steps, mdp.t_scale, c, cond_dim)
+        self.log_z = None
+        if self.objective.needs == "log_z":
+            self.log_z = LogZ() if cond_dim is None else ConditionalLogZ(cond_dim, c.hidden_dim)
         self.flow = (
-            JointNet(mdp.dim, 1, c.hidden_dim, c.harmonics, c.joint_layers, zero_init=False)
+            JointNet(mdp.dim, 1, c.hidden_dim, c.harmonics, c.joint_layers, False, cond_dim)
             if self.objective.needs == "flow"
             else None
         )
         self.to(mdp.device)
         self.optimizer = torch.optim.Adam(self._param_groups())
-        self.source = (
-            BufferSource(self.target, mdp.dim, config.buffer, config.batch_size, mdp.device)
-            if config.backward_source == "buffer"
-            else None
-        )
+        self.source = None
+        if config.backward_source == "buffer":
+            batch = (config.batch_size, mdp.device, self.conditions, config.condition_repeats)
+            self.source = BufferSource(self.target, mdp.dim, config.buffer, *batch)
+
+    def _check_conditional(self, config: GFlowNetConfig) -> None:
+        r = config.condition_repeats
+        if config.batch_size % r:
+            raise ValueError(
+                f"condition_repeats={r} must divide batch_size={config.batch_size} on a conditional target"
+            )
+        if config.objective == "vargrad" and r < 2:
+            raise ValueError(f"VarGrad on a conditional target needs condition_repeats >= 2, got {r}")
 
     def _param_groups(self) -> list[dict]:
         c = self.config
@@ -138,23 +164,33 @@ class GFlowNetAgent(nn.Module):
         """
         t = self.policy.times[:-1]
         x = paths.states[:, :-1]
-        log_f = self.flow(x, self.flow.embed_time(t)).squeeze(-1)
+        emb = self.flow.embed_time(t)
+        if paths.condition is not None:
+            emb = emb + self.flow.embed_condition(paths.condition).unsqueeze(1)
+        log_f = self.flow(x, emb).squeeze(-1)
         if self.objective.forward_looking:
             log_f = log_f + self._forward_looking_term(x, t, paths.log_r_states)
         return torch.cat([log_f, paths.log_r.unsqueeze(-1)], dim=-1)
 
     @torch.no_grad()
-    def learned_log_z(self) -> torch.Tensor | None:
-        """The agent's own log Z: the scalar of TB, or the flow of the initial state; None for others."""
+    def learned_log_z(self, condition: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The agent's own log Z: the scalar of TB, or the flow of the initial state; None for others.
+
+        On a conditional target, one value per row of ``condition`` (M, cond_dim): shape (M,).
+        """
         if self.log_z is not None:
-            return self.log_z().detach()
+            return (self.log_z() if condition is None else self.log_z(condition)).detach()
         if self.flow is None:
             return None
-        x0, t0 = torch.zeros(1, self.mdp.dim, device=self.mdp.device), self.policy.times[:1]
-        log_f = self.flow(x0, self.flow.embed_time(t0)).squeeze(-1)
+        n = 1 if condition is None else condition.shape[0]
+        x0, t0 = torch.zeros(n, self.mdp.dim, device=self.mdp.device), self.policy.times[:1]
+        emb = self.flow.embed_time(t0)
+        if condition is not None:
+            emb = emb + self.flow.embed_condition(condition)
+        log_f = self.flow(x0, emb).squeeze(-1)
         if self.objective.forward_looking:
             log_f = log_f + self._forward_looking_term(x0, t0, torch.zeros_like(log_f))
-        return log_f[0]
+        return log_f[0] if condition is None else log_f
 
     # --- sampling and training ----------------------------------------------------------------------
 
@@ -162,33 +198,69 @@ class GFlowNetAgent(nn.Module):
         return exploration_std_at(iteration, self.config.exploration_std, self.config.exploration_decay)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Trajectories:
-        """``n`` on-policy trajectories (no exploration) with their log-probabilities, for evaluation."""
-        paths = sample_forward(self.policy, self.target, n, 0.0, generator)
+    def sample(self, n: int, generator: torch.Generator | None = None, condition=None) -> Trajectories:
+        """``n`` on-policy trajectories (no exploration) with their log-probabilities, for evaluation.
+
+        On a conditional target, ``condition`` (n, cond_dim) gives each trajectory's condition.
+        """
+        self._check_sample_condition(n, condition)
+        paths = sample_forward(self.policy, self.target, n, 0.0, generator, condition=condition)
         return evaluate(self.policy, paths)
 
     @torch.no_grad()
-    def sample_backward(self, x_last: torch.Tensor, generator: torch.Generator | None = None) -> Trajectories:
+    def sample_backward(
+        self, x_last: torch.Tensor, generator: torch.Generator | None = None, condition=None
+    ) -> Trajectories:
         """Backward trajectories from terminal states, scored under the policy (for the EUBO)."""
-        return evaluate(self.policy, sample_backward(self.policy, self.target, x_last, generator))
+        self._check_sample_condition(x_last.shape[0], condition)
+        paths = sample_backward(self.policy, self.target, x_last, generator, condition=condition)
+        return evaluate(self.policy, paths)
 
-    def training_trajectories(self, iteration: int, generator, backward_x: torch.Tensor | None = None):
-        """The trajectories of one training step: reparameterised (PIS), backward, or forward."""
+    def _check_sample_condition(self, n: int, condition) -> None:
+        if (condition is None) != (self.conditions is None):
+            need = "needs a condition per trajectory" if condition is None else "takes no condition"
+            raise ValueError(f"{self.target!r} {need}")
+        if condition is not None and tuple(condition.shape) != (n, self.mdp.cond_dim):
+            raise ValueError(f"condition must have shape ({n}, {self.mdp.cond_dim}), got {tuple(condition.shape)}")
+
+    def draw_conditions(self, generator=None):
+        """A training batch's conditions (B, cond_dim) and their indices (B,): ``batch_size / condition_repeats``
+        draws, uniform with replacement, each repeated; (None, None) on an unconditional target."""
+        if self.conditions is None:
+            return None, None
+        r, device = self.config.condition_repeats, self.mdp.device
+        idx = torch.randint(len(self.conditions), (self.config.batch_size // r,), generator=generator, device=device)
+        idx = idx.repeat_interleave(r)
+        return self.conditions[idx], idx
+
+    def training_trajectories(self, iteration: int, generator, backward_x=None, backward_index=None):
+        """The trajectories of one training step: reparameterised (PIS), backward, or forward.
+
+        ``backward_index`` (B,): the conditions (indices into ``target.conditions``) of ``backward_x``.
+        """
+        if backward_x is None:
+            condition, index = self.draw_conditions(generator)
+        else:
+            index = backward_index
+            condition = None if index is None else self.conditions[index]
         if self.objective.path_gradient:
-            return sample_forward_reparam(self.policy, self.target, self.config.batch_size, generator)
+            traj = sample_forward_reparam(self.policy, self.target, self.config.batch_size, generator, condition)
+            traj.condition_index = index
+            return traj
         fl = self.objective.forward_looking
         if backward_x is not None:
-            paths = sample_backward(self.policy, self.target, backward_x, generator, need_log_r_states=fl)
+            paths = sample_backward(self.policy, self.target, backward_x, generator, fl, condition)
         else:
             expl = self.exploration_std(iteration)
-            paths = sample_forward(self.policy, self.target, self.config.batch_size, expl, generator, fl)
-        return evaluate(self.policy, paths, self.log_flows if self.flow is not None else None)
+            paths = sample_forward(self.policy, self.target, self.config.batch_size, expl, generator, fl, condition)
+        return evaluate(self.policy, paths, self.log_flows if self.flow is not None else None, index)
 
-    def backward_batch(self, iteration: int, generator=None, cpu_generator=None) -> torch.Tensor | None:
+    def backward_batch(self, iteration: int, generator=None, cpu_generator=None):
         """Terminal states of this iteration's backward batch (odd iterations), or None.
 
         ``generator`` lives on the agent's device (buffers, local search); ``cpu_generator`` drives
-        the target's exact sampler.
+        the target's exact sampler. On a conditional target the batch is a pair (states, condition
+        indices).
         """
         if self.source is not None:
             return self.source.backward_batch(iteration, generator)
@@ -197,15 +269,25 @@ class GFlowNetAgent(nn.Module):
         return self.target.sample(self.config.batch_size, cpu_generator).to(self.mdp.device)
 
     def train_step(self, iteration: int, generator: torch.Generator | None = None, backward_x=None) -> dict:
-        """One optimisation step; returns detached tensors (no host sync) for logging."""
+        """One optimisation step; returns detached tensors (no host sync) for logging.
+
+        ``backward_x``: terminal states of a backward batch, or (states, condition indices) on a
+        conditional target (as ``backward_batch`` returns them).
+        """
         if backward_x is not None and self.objective.path_gradient:
             raise ValueError(f"objective {self.config.objective!r} cannot train on backward trajectories")
-        traj = self.training_trajectories(iteration, generator, backward_x)
-        log_z = self.log_z() if self.log_z is not None else None
+        backward_x, backward_index = backward_x if isinstance(backward_x, tuple) else (backward_x, None)
+        if backward_x is not None and (backward_index is None) != (self.conditions is None):
+            raise ValueError("a conditional agent's backward batch is (states, condition indices); others take states")
+        traj = self.training_trajectories(iteration, generator, backward_x, backward_index)
+        log_z = None
+        if self.log_z is not None:
+            index = traj.condition_index
+            log_z = self.log_z() if index is None else self.log_z(self.conditions[index])
         loss = self.objective.loss(traj, log_z, self.config.subtb_lambda).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         if self.source is not None and backward_x is None:
-            self.source.observe(traj.terminal, traj.log_r, iteration)
+            self.source.observe(traj.terminal, traj.log_r, iteration, traj.condition_index)
         return {"loss": loss.detach()}

@@ -4,6 +4,10 @@ Time enters through Fourier features ``sin/cos(freq * t + phase)`` (64 harmonics
 over [0.1, 100], a learned phase) followed by an MLP. Every network here takes a precomputed *time
 embedding* rather than raw times: a batch of trajectories on a shared time grid has only T distinct
 times, so the embedding is computed once per time and broadcast over the batch.
+
+For a conditional target a network also embeds the condition (an MLP of the flattened image, computed
+once per trajectory) and adds it to the time embedding: the "time embedding" a network receives is
+then the per-trajectory context ``embed_time(t) + embed_condition(c)``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,17 @@ class FourierTimeEmbedding(nn.Module):
         return self.mlp(torch.cat([arg.sin(), arg.cos()], dim=-1))
 
 
+def condition_mlp(cond_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """A GELU MLP ``cond_dim -> hidden -> hidden -> out_dim`` embedding a (flattened) condition."""
+    return nn.Sequential(
+        nn.Linear(cond_dim, hidden_dim),
+        nn.GELU(),
+        nn.Linear(hidden_dim, hidden_dim),
+        nn.GELU(),
+        nn.Linear(hidden_dim, out_dim),
+    )
+
+
 def _zero_(layer: nn.Linear, bias: float = 0.0) -> nn.Linear:
     nn.init.zeros_(layer.weight)
     nn.init.constant_(layer.bias, bias)
@@ -38,6 +53,7 @@ class JointNet(nn.Module):
 
     Used for the policy (``out_dim = 2 d``: drift and log-variance, zero-initialised last layer), the
     conditional log-flow (``out_dim = 1``) and the backward-kernel correction (``out_dim = 2 d``).
+    With ``cond_dim`` it also has a condition embedding (``embed_condition``), added to the time embedding.
     """
 
     def __init__(
@@ -48,10 +64,12 @@ class JointNet(nn.Module):
         harmonics: int = 64,
         joint_layers: int = 2,
         zero_init: bool = True,
+        cond_dim: int | None = None,
     ):
         super().__init__()
         self.state_encoder = nn.Linear(dim, hidden_dim)
         self.time_embedding = FourierTimeEmbedding(harmonics, hidden_dim, hidden_dim)
+        self.condition_embedding = condition_mlp(cond_dim, hidden_dim, hidden_dim) if cond_dim else None
         layers: list[nn.Module] = [nn.GELU()]
         for _ in range(joint_layers):
             layers += [nn.Linear(hidden_dim, hidden_dim), nn.GELU()]
@@ -63,10 +81,15 @@ class JointNet(nn.Module):
         """Time embedding with the state encoder's bias folded in: ``(..., hidden)``."""
         return self.time_embedding(t) + self.state_encoder.bias
 
+    def embed_condition(self, condition: torch.Tensor) -> torch.Tensor:
+        """``(B, hidden)`` condition embeddings, to add to ``embed_time`` outputs (conditional nets only)."""
+        return self.condition_embedding(condition)
+
     def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
-        """``x`` ``(..., d)`` and an ``embed_time`` output broadcastable to ``(..., hidden)``."""
+        """``x`` ``(..., d)`` and an ``embed_time`` output (plus a condition embedding, if any)
+        broadcastable to ``(..., hidden)``."""
         w = self.state_encoder.weight
-        if x.dim() == 2 and t_emb.dim() == 1:
+        if x.dim() == 2 and t_emb.dim() <= 2:
             h = torch.addmm(t_emb, x, w.t())  # one fused op per sampling step
         else:
             h = torch.nn.functional.linear(x, w) + t_emb
@@ -104,3 +127,15 @@ class LogZ(nn.Module):
 
     def forward(self) -> torch.Tensor:
         return self.value
+
+
+class ConditionalLogZ(nn.Module):
+    """``c -> log Z(c)``: the learned log-partition function of a conditional target, an MLP of the condition."""
+
+    def __init__(self, cond_dim: int, hidden_dim: int = 64):
+        super().__init__()
+        self.mlp = condition_mlp(cond_dim, hidden_dim, 1)
+
+    def forward(self, condition: torch.Tensor) -> torch.Tensor:
+        """``(B, cond_dim) -> (B,)``."""
+        return self.mlp(condition).squeeze(-1)

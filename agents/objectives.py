@@ -19,14 +19,20 @@ def trajectory_balance(log_pf, log_pb, log_r, log_z) -> torch.Tensor:
     return (log_z + log_pf.sum(-1) - log_pb.sum(-1) - log_r).square()
 
 
-def vargrad(log_pf, log_pb, log_r) -> torch.Tensor:
+def vargrad(log_pf, log_pb, log_r, group: torch.Tensor | None = None) -> torch.Tensor:
     """Trajectory balance with log Z replaced by the batch estimate ``mean(log w)`` (detached).
 
     The gradient equals that of the batch variance of the log-weights, so no log Z is learned, and
-    the loss is invariant to a constant shift of ``log_r``.
+    the loss is invariant to a constant shift of ``log_r``. With ``group`` (B,) integer labels (the
+    condition of each trajectory, for a conditional target, whose log Z differs per condition), the
+    estimate is the mean over the trajectories of the same group.
     """
     log_w = log_r + log_pb.sum(-1) - log_pf.sum(-1)
-    return (log_w - log_w.mean().detach()).square()
+    if group is None:
+        return (log_w - log_w.mean().detach()).square()
+    _, inverse, counts = torch.unique(group, return_inverse=True, return_counts=True)
+    sums = torch.zeros(counts.shape, dtype=log_w.dtype, device=log_w.device).index_add_(0, inverse, log_w.detach())
+    return (log_w - (sums / counts)[inverse]).square()
 
 
 def detailed_balance(log_pf, log_pb, log_f) -> torch.Tensor:
@@ -93,7 +99,7 @@ class Objective:
 
 OBJECTIVES: dict[str, Objective] = {
     "tb": Objective(lambda tr, log_z, lam: trajectory_balance(tr.log_pf, tr.log_pb, tr.log_r, log_z), "log_z"),
-    "vargrad": Objective(lambda tr, log_z, lam: vargrad(tr.log_pf, tr.log_pb, tr.log_r)),
+    "vargrad": Objective(lambda tr, log_z, lam: vargrad(tr.log_pf, tr.log_pb, tr.log_r, tr.condition_index)),
     "db": Objective(lambda tr, log_z, lam: detailed_balance(tr.log_pf, tr.log_pb, tr.log_f), "flow"),
     "fl-db": Objective(lambda tr, log_z, lam: detailed_balance(tr.log_pf, tr.log_pb, tr.log_f), "flow", True),
     "subtb": Objective(lambda tr, log_z, lam: subtrajectory_balance(tr.log_pf, tr.log_pb, tr.log_f, lam), "flow"),

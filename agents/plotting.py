@@ -56,3 +56,31 @@ def plot_samples(target: Target, samples: dict[str, torch.Tensor], path: str, ti
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_conditional_samples(target, conditions: torch.Tensor, x: torch.Tensor, path: str, title: str = "") -> None:
+    """For a few conditions (rows): the condition image, then decoded samples ``x`` (M, K, d) given it.
+
+    Targets without a ``decode`` / ``image_shape`` (not image-conditioned) get a scatter of all samples.
+    """
+    if not (hasattr(target, "decode") and hasattr(target, "image_shape")):
+        plot_samples(target, {"model": x.flatten(0, 1)[:1000]}, path, title)
+        return
+    rows, cols = min(8, x.shape[0]), min(6, x.shape[1])
+    with torch.no_grad():
+        decoded = target.decode(x[:rows, :cols].cpu()).view(rows, cols, *target.image_shape)
+    images = conditions[:rows].cpu().view(rows, *target.image_shape)
+    fig, axes = plt.subplots(rows, cols + 1, figsize=(1.2 * (cols + 1), 1.2 * rows), squeeze=False)
+    for i in range(rows):
+        for j in range(cols + 1):
+            ax = axes[i, j]
+            ax.imshow((images[i] if j == 0 else decoded[i, j - 1]).numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_title("image", fontsize=8)
+    for j in range(1, cols + 1):
+        axes[0, j].set_title(f"z {j}", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

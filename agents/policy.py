@@ -10,6 +10,10 @@ Two ways to evaluate the policy:
 * step by step (``kernel``) while sampling, one time index at a time;
 * all transitions of a batch of paths at once (``log_pf_path``), one network pass over B*T rows, used
   by every off-policy objective since their states carry no gradient.
+
+For a conditional target (``cond_dim``) the networks also see the condition: its embedding
+(``embed_condition``, once per trajectory) is added to the time embedding, and the path-level
+functions take the trajectories' conditions ``(B, cond_dim)``.
 """
 
 from __future__ import annotations
@@ -79,23 +83,32 @@ def clipped_score(target, x: torch.Tensor, clip: float) -> tuple[torch.Tensor, t
 
 
 class DiffusionPolicy(nn.Module):
-    """Forward policy (and optional backward correction) for an MDP with ``num_steps`` and ``t_scale``."""
+    """Forward policy (and optional backward correction) for an MDP with ``num_steps`` and ``t_scale``;
+    ``cond_dim`` for a conditional target."""
 
-    def __init__(self, dim: int, num_steps: int, t_scale: float, config: PolicyConfig = PolicyConfig()):
+    def __init__(
+        self,
+        dim: int,
+        num_steps: int,
+        t_scale: float,
+        config: PolicyConfig = PolicyConfig(),
+        cond_dim: int | None = None,
+    ):
         super().__init__()
         self.dim, self.num_steps, self.t_scale, self.config = dim, num_steps, t_scale, config
         self.dt = 1.0 / num_steps
+        self.cond_dim = cond_dim
         c = config
         # The log-variance head exists only when the variance is learned (no wasted FLOPs otherwise).
         out_dim = 2 * dim if c.learn_variance else dim
-        self.net = JointNet(dim, out_dim, c.hidden_dim, c.harmonics, c.joint_layers, zero_init=True)
+        self.net = JointNet(dim, out_dim, c.hidden_dim, c.harmonics, c.joint_layers, True, cond_dim)
         self.langevin_scale = (
             LangevinScaleNet(dim if c.langevin_per_dim else 1, c.hidden_dim, c.harmonics, c.langevin_layers)
             if c.langevin
             else None
         )
         self.backward = (
-            JointNet(dim, 2 * dim, c.hidden_dim, c.harmonics, c.joint_layers, zero_init=True)
+            JointNet(dim, 2 * dim, c.hidden_dim, c.harmonics, c.joint_layers, True, cond_dim)
             if c.learn_backward
             else None
         )
@@ -107,6 +120,10 @@ class DiffusionPolicy(nn.Module):
         """Everything that depends on time only, for times ``t`` ``(n,)``: (embedding, Langevin scale)."""
         scale = self.langevin_scale(t) if self.langevin_scale is not None else None
         return self.net.embed_time(t), scale
+
+    def embed_condition(self, condition: torch.Tensor | None) -> torch.Tensor | None:
+        """``(B, hidden)`` embeddings of the trajectories' conditions, to add to the time embedding."""
+        return None if condition is None else self.net.embed_condition(condition)
 
     def kernel(self, x, t_emb, lgv_scale=None, score=None):
         """Mean and variance of ``p_F(. | x)``; variance is a float unless the variance is learned."""
@@ -122,28 +139,36 @@ class DiffusionPolicy(nn.Module):
             return mean, base_var * logvar.exp()
         return mean, base_var
 
-    def log_pf_path(self, states: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
+    def log_pf_path(self, states: torch.Tensor, scores: torch.Tensor | None = None, condition=None) -> torch.Tensor:
         """``(B, T)`` log-probabilities of every transition of paths ``(B, T + 1, d)`` in one pass.
 
         ``scores`` ``(B, T, d)``: the clipped scores at ``states[:, :-1]``, needed with LP.
+        ``condition`` ``(B, cond_dim)``: the paths' conditions (conditional targets only).
         """
         t_emb, scale = self.time_features(self.times[:-1])
+        if condition is not None:
+            t_emb = t_emb + self.embed_condition(condition).unsqueeze(1)  # (B, T, hidden)
         mean, var = self.kernel(states[:, :-1], t_emb, scale, scores)
         return process.gaussian_log_prob(states[:, 1:], mean, var)
 
     # --- backward kernel --------------------------------------------------------------------------
 
-    def log_pb_path(self, states: torch.Tensor) -> torch.Tensor:
+    def log_pb_path(self, states: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, T)`` backward log-probabilities: the Brownian bridge, or its learned correction."""
         if self.backward is None:
             return process.bridge_log_pb_path(states, self.t_scale)
-        mean, var = self.backward_kernel(states[:, 2:], self.times[2:], self.times[1:-1])
+        c_emb = None if condition is None else self.backward.embed_condition(condition).unsqueeze(1)
+        mean, var = self.backward_kernel(states[:, 2:], self.times[2:], self.times[1:-1], c_emb)
         lp = process.gaussian_log_prob(states[:, 1:-1], mean, var)
         return torch.cat([lp.new_zeros(lp.shape[0], 1), lp], dim=1)
 
-    def backward_kernel(self, x_next, t_next, t_prev):
-        """Corrected bridge kernel ``N(x' (1 - dt/t' c_mu), sigma^2 dt (t/t') c_var)``, for ``t > 0``."""
-        out = self.backward(x_next, self.backward.embed_time(t_next))
+    def backward_kernel(self, x_next, t_next, t_prev, c_emb=None):
+        """Corrected bridge kernel ``N(x' (1 - dt/t' c_mu), sigma^2 dt (t/t') c_var)``, for ``t > 0``.
+
+        ``c_emb``: condition embeddings broadcastable against ``x_next``'s rows (conditional targets).
+        """
+        emb = self.backward.embed_time(t_next)
+        out = self.backward(x_next, emb if c_emb is None else emb + c_emb)
         r = self.config.backward_range
         c_mu = 1 + r * torch.tanh(out[..., : self.dim])
         c_var = 1 + r * torch.tanh(out[..., self.dim :])
@@ -153,16 +178,17 @@ class DiffusionPolicy(nn.Module):
         return mean, var
 
     @torch.no_grad()
-    def sample_backward(self, x_last: torch.Tensor, generator: torch.Generator | None = None):
+    def sample_backward(self, x_last: torch.Tensor, generator: torch.Generator | None = None, condition=None):
         """Paths ``(B, T + 1, d)`` drawn backward from ``x_last`` through the (corrected) reference."""
         if self.backward is None:
             return process.bridge_sample_backward(x_last, self.num_steps, self.t_scale, generator)
         b, d, T = x_last.shape[0], self.dim, self.num_steps
+        c_emb = None if condition is None else self.backward.embed_condition(condition)
         states = x_last.new_zeros(b, T + 1, d)
         states[:, T] = x_last
         noise = torch.randn(b, T, d, generator=generator, dtype=x_last.dtype, device=x_last.device)
         for k in range(T - 1, 0, -1):
-            mean, var = self.backward_kernel(states[:, k + 1], self.times[k + 1], self.times[k])
+            mean, var = self.backward_kernel(states[:, k + 1], self.times[k + 1], self.times[k], c_emb)
             states[:, k] = mean + var.sqrt() * noise[:, k]
         return states
 

@@ -47,6 +47,9 @@ PRESETS: dict[str, Preset] = {
     "fl-subtb": Preset(GFlowNetConfig("fl-subtb"), 25_000, "forward-looking SubTB (lambda = 2)"),
     "fl-subtb-lp": Preset(GFlowNetConfig("fl-subtb", policy=_LP), 10_000, "FL-SubTB + Langevin parametrisation"),
     "tb-expl-lp": Preset(GFlowNetConfig("tb", _LP, exploration_std=0.2), 10_000, "TB + exploration + LP"),
+    "vargrad-expl-lp": Preset(
+        GFlowNetConfig("vargrad", _LP, exploration_std=0.2), 10_000, "VarGrad + exploration + LP (Table 2's best row)"
+    ),
     "tb-expl-ls": Preset(GFlowNetConfig("tb", exploration_std=0.1, **_LS), 25_000, "TB + exploration + local search"),
     "tb-expl-lp-ls": Preset(
         GFlowNetConfig("tb", _LP, exploration_std=0.2, **_LS), 10_000, "TB + exploration + LP + local search"

@@ -3,6 +3,9 @@
 Off-policy objectives (TB, VarGrad, DB, SubTB) see detached states, so sampling runs without autograd
 and the log-probabilities of all T transitions are evaluated afterwards in one batched pass
 (``evaluate``). Only PIS needs gradients through the sampled path (``sample_forward_reparam``).
+
+With a conditional target every function takes the trajectories' conditions ``(B, cond_dim)``: the
+policy sees their embedding, rewards are ``log R(x | c)`` (the target bound to the conditions).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class Trajectories:
         log_pb: (B, T) backward log-probabilities ``log p_B(x_k | x_{k+1})`` (entry 0 is 0).
         log_r: (B,) terminal log-rewards.
         log_f: (B, T + 1) log-flows of the visited states (last column = log_r), if the agent has flows.
+        condition_index: (B,) which condition each trajectory had (conditional targets), else None.
     """
 
     states: torch.Tensor
@@ -33,6 +37,7 @@ class Trajectories:
     log_pb: torch.Tensor
     log_r: torch.Tensor
     log_f: torch.Tensor | None = None
+    condition_index: torch.Tensor | None = None
 
     @property
     def log_weight(self) -> torch.Tensor:
@@ -50,12 +55,33 @@ class Paths:
 
     ``scores`` (B, T, d) and ``log_r_states`` (B, T) are the clipped score and log-reward at
     ``states[:, :-1]``, present when the policy is Langevin-parametrised or they were asked for.
+    ``condition`` (B, cond_dim): the paths' conditions, for a conditional target.
     """
 
     states: torch.Tensor
     log_r: torch.Tensor
     scores: torch.Tensor | None = None
     log_r_states: torch.Tensor | None = None
+    condition: torch.Tensor | None = None
+
+
+def _bind(target, condition: torch.Tensor | None, per_path: bool = False):
+    """The target itself, or a conditional target bound to ``condition`` (B, c); ``per_path`` binds it
+    for whole paths ``(B, T, d)`` (the condition broadcast over the T states)."""
+    if condition is None:
+        return target
+    return target.bind(condition.unsqueeze(1) if per_path else condition)
+
+
+def _path_log_rewards(target, inner: torch.Tensor, condition, clip: float | None):
+    """``(log R, clipped score or None)`` at the states ``inner`` ``(B, T, d)`` of whole paths."""
+    b, T, d = inner.shape
+    reward = _bind(target, condition, per_path=True)
+    x = inner if condition is not None else inner.reshape(b * T, d)  # unconditional targets take (N, d)
+    if clip is None:
+        return reward.log_reward(x).view(b, T), None
+    log_r, score = clipped_score(reward, x, clip)
+    return log_r.view(b, T), score.view(b, T, d)
 
 
 def _terminal_log_reward(target, x: torch.Tensor) -> torch.Tensor:
@@ -72,11 +98,14 @@ def sample_forward(
     exploration_std: float = 0.0,
     generator: torch.Generator | None = None,
     need_log_r_states: bool = False,
+    condition: torch.Tensor | None = None,
 ) -> Paths:
     """Sample ``n`` paths from ``x_0 = 0`` with extra exploration variance ``exploration_std^2`` per step."""
     T, d = policy.num_steps, policy.dim
     device = policy.times.device
     t_emb, scale = policy.time_features(policy.times[:-1])
+    c_emb = policy.embed_condition(condition)
+    reward = _bind(target, condition)
     # Time-major buffers: every step reads and writes one contiguous (n, d) slab.
     noise = torch.randn(T, n, d, generator=generator, device=device)
     fixed_var = not policy.config.learn_variance
@@ -89,9 +118,10 @@ def sample_forward(
     x, score = states[0], None
     for k in range(T):
         if langevin:
-            log_r_states[k], score = clipped_score(target, x, policy.config.clip_score)
+            log_r_states[k], score = clipped_score(reward, x, policy.config.clip_score)
             scores[k] = score
-        mean, var = policy.kernel(x, t_emb[k], None if scale is None else scale[k], score)
+        ctx = t_emb[k] if c_emb is None else t_emb[k] + c_emb
+        mean, var = policy.kernel(x, ctx, None if scale is None else scale[k], score)
         if fixed_var:
             x = torch.add(mean, noise[k], out=states[k + 1])
         else:
@@ -102,8 +132,8 @@ def sample_forward(
     if log_r_states is not None:
         log_r_states = log_r_states.t().contiguous()
     elif need_log_r_states:  # all intermediate log-rewards in one batched call
-        log_r_states = target.log_reward(states[:, :-1].reshape(n * T, d)).view(n, T)
-    return Paths(states, _terminal_log_reward(target, x), scores, log_r_states)
+        log_r_states = _path_log_rewards(target, states[:, :-1], condition, None)[0]
+    return Paths(states, _terminal_log_reward(reward, x), scores, log_r_states, condition)
 
 
 @torch.no_grad()
@@ -113,33 +143,32 @@ def sample_backward(
     x_last: torch.Tensor,
     generator: torch.Generator | None = None,
     need_log_r_states: bool = False,
+    condition: torch.Tensor | None = None,
 ) -> Paths:
     """Paths drawn backward through ``p_B`` from terminal states ``x_last`` (B, d), e.g. target samples."""
-    states = policy.sample_backward(x_last, generator)
-    b, T, d = states.shape[0], policy.num_steps, policy.dim
+    states = policy.sample_backward(x_last, generator, condition)
     scores = log_r_states = None
-    inner = states[:, :-1].reshape(b * T, d)
     if policy.langevin_scale is not None:
-        log_r_states, scores = clipped_score(target, inner, policy.config.clip_score)
-        log_r_states, scores = log_r_states.view(b, T), scores.view(b, T, d)
+        log_r_states, scores = _path_log_rewards(target, states[:, :-1], condition, policy.config.clip_score)
     elif need_log_r_states:
-        log_r_states = target.log_reward(inner).view(b, T)
-    return Paths(states, _terminal_log_reward(target, x_last), scores, log_r_states)
+        log_r_states = _path_log_rewards(target, states[:, :-1], condition, None)[0]
+    return Paths(states, _terminal_log_reward(_bind(target, condition), x_last), scores, log_r_states, condition)
 
 
-def evaluate(policy: DiffusionPolicy, paths: Paths, log_flows=None) -> Trajectories:
+def evaluate(policy: DiffusionPolicy, paths: Paths, log_flows=None, condition_index=None) -> Trajectories:
     """Log-probabilities (and flows) of all transitions of detached ``paths``, in one batched pass.
 
-    ``log_flows`` is an optional callable ``Paths -> (B, T + 1)`` (see ``agents.gflownet``).
+    ``log_flows`` is an optional callable ``Paths -> (B, T + 1)`` (see ``agents.gflownet``);
+    ``condition_index`` (B,) is passed through to the trajectories (conditional targets).
     """
-    log_pf = policy.log_pf_path(paths.states, paths.scores)
-    log_pb = policy.log_pb_path(paths.states)
+    log_pf = policy.log_pf_path(paths.states, paths.scores, paths.condition)
+    log_pb = policy.log_pb_path(paths.states, paths.condition)
     log_f = log_flows(paths) if log_flows is not None else None
-    return Trajectories(paths.states, log_pf, log_pb, paths.log_r, log_f)
+    return Trajectories(paths.states, log_pf, log_pb, paths.log_r, log_f, condition_index)
 
 
 def sample_forward_reparam(
-    policy: DiffusionPolicy, target, n: int, generator: torch.Generator | None = None
+    policy: DiffusionPolicy, target, n: int, generator: torch.Generator | None = None, condition=None
 ) -> Trajectories:
     """On-policy trajectories with gradients through the sampled path (reparameterisation), for PIS.
 
@@ -149,13 +178,16 @@ def sample_forward_reparam(
     T, d = policy.num_steps, policy.dim
     device = policy.times.device
     t_emb, scale = policy.time_features(policy.times[:-1])
+    c_emb = policy.embed_condition(condition)
+    target = _bind(target, condition)
     noise = torch.randn(n, T, d, generator=generator, device=device)
     x = torch.zeros(n, d, device=device)
     states, log_pf, score = [x], [], None
     for k in range(T):
         if policy.langevin_scale is not None:
             score = clipped_score(target, x, policy.config.clip_score)[1]
-        mean, var = policy.kernel(x, t_emb[k], None if scale is None else scale[k], score)
+        ctx = t_emb[k] if c_emb is None else t_emb[k] + c_emb
+        mean, var = policy.kernel(x, ctx, None if scale is None else scale[k], score)
         eps = noise[:, k]
         if isinstance(var, torch.Tensor):
             x = mean + var.sqrt() * eps
@@ -167,4 +199,4 @@ def sample_forward_reparam(
     states_t = torch.stack(states, dim=1)
     log_r = target.log_reward(x)
     check_log_reward(log_r.detach(), x, target)
-    return Trajectories(states_t, torch.stack(log_pf, 1), policy.log_pb_path(states_t), log_r)
+    return Trajectories(states_t, torch.stack(log_pf, 1), policy.log_pb_path(states_t, condition), log_r)

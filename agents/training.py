@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import envs
-from agents import metrics
+from agents import conditional, metrics
 from agents.config import from_dict, to_dict
 from agents.gflownet import GFlowNetAgent, GFlowNetConfig
 from envs.targets.base import EvaluationCounter
@@ -40,6 +40,8 @@ class TrainConfig:
         device: torch device ("cpu", "cuda", ...).
         eval_every: evaluate every this many iterations (and at the end).
         eval_samples: trajectories per evaluation (the paper uses 2,000).
+        eval_per_condition: on a conditional target, trajectories per evaluation condition (None:
+            ``eval_samples`` shared out over the target's evaluation conditions, at least 2).
         log_every: write training scalars every this many iterations.
         checkpoint_every: save a checkpoint every this many iterations (and at the end).
         figures: save sample figures at each evaluation.
@@ -55,6 +57,7 @@ class TrainConfig:
     device: str = "cpu"
     eval_every: int = 1000
     eval_samples: int = 2000
+    eval_per_condition: int | None = None
     log_every: int = 100
     checkpoint_every: int = 1000
     figures: bool = True
@@ -64,6 +67,8 @@ class TrainConfig:
         for name in ("iterations", "eval_every", "eval_samples", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.eval_per_condition is not None and self.eval_per_condition < 1:
+            raise ValueError(f"eval_per_condition must be None or >= 1, got {self.eval_per_condition!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be None or >= 1, got {self.threads!r}")
         if not isinstance(self.env_kwargs, dict):
@@ -170,6 +175,8 @@ class Trainer:
         eval_seed = self.config.seed * 1_000_003 + self.iteration + repeat * 7_919_000_003
         gen = torch.Generator(self.config.device).manual_seed(eval_seed)
         cpu_gen = torch.Generator().manual_seed(eval_seed)
+        if self.agent.conditions is not None:
+            return self._evaluate_conditional(n, gen, figure)
         traj = self.agent.sample(n, gen)
         x = traj.terminal
         exact = log_w_bwd = None
@@ -189,6 +196,19 @@ class Trainer:
                 sets["buffer"] = (source.ls_buffer if use_ls else source.replay).sample(1000, gen)[0]
             path = self.run_dir / "figures" / f"samples_{self.iteration:06d}.png"
             plot_samples(target, sets, str(path), f"{self.config.preset} on {self.config.env_id}, it {self.iteration}")
+        return result
+
+    def _evaluate_conditional(self, n: int, gen, figure: bool | None) -> dict:
+        """Per-condition metrics averaged over the evaluation conditions (``agents.conditional``)."""
+        target = self.mdp.target
+        k = self.config.eval_per_condition or conditional.default_per_condition(n, len(target.eval_conditions))
+        result, x = conditional.evaluate_conditional(self.agent, k, gen)
+        if (self.config.figures if figure is None else figure) and self.run_dir is not None:
+            from agents.plotting import plot_conditional_samples
+
+            path = self.run_dir / "figures" / f"samples_{self.iteration:06d}.png"
+            title = f"{self.config.preset} on {self.config.env_id}, it {self.iteration}"
+            plot_conditional_samples(target, target.eval_conditions, x, str(path), title)
         return result
 
     def evaluate_repeated(self, repeats: int) -> dict:

@@ -133,6 +133,7 @@ class LocalSearchResult(NamedTuple):
     log_r: torch.Tensor  # (M,)
     acceptance_rate: float  # mean acceptance probability after burn-in
     step_size: float  # final step size
+    chain: torch.Tensor | None = None  # (M,) the chain (row of x0) each kept state comes from
 
 
 def local_search(
@@ -162,4 +163,5 @@ def local_search(
     mask = torch.stack(kept_mask).flatten()
     x = torch.stack(kept_x).flatten(0, 1)[mask]
     log_r = torch.stack(kept_r).flatten()[mask]
-    return LocalSearchResult(x, log_r, float(torch.stack(rates).mean()), float(eta))
+    chain = torch.arange(x0.shape[0], device=x0.device).repeat(len(kept_mask))[mask]
+    return LocalSearchResult(x, log_r, float(torch.stack(rates).mean()), float(eta), chain)

@@ -5,6 +5,11 @@ go into the replay buffer; odd iterations train on backward trajectories from te
 from the local-search buffer. Every ``ls_cycle`` iterations, MALA chains started from prioritised
 replay-buffer samples refresh that local-search buffer. With ``ls_cycle = 0`` there is no local
 search and backward batches come straight from the replay buffer.
+
+For a conditional target (``conditions`` given) both buffers store each state's condition index;
+local search runs each chain on the target given its state's condition, and a backward batch is
+``batch_size / repeats`` prioritised states, each repeated ``repeats`` times (so that every condition
+in the batch has several trajectories, as in the forward batches).
 """
 
 from __future__ import annotations
@@ -49,43 +54,59 @@ class BufferConfig:
 class BufferSource:
     """Owns the replay buffer, the local-search buffer and the adapted MALA step size."""
 
-    def __init__(self, target, dim: int, config: BufferConfig, batch_size: int, device="cpu"):
+    def __init__(
+        self, target, dim: int, config: BufferConfig, batch_size: int, device="cpu", conditions=None, repeats=1
+    ):
         self.target, self.config, self.batch_size = target, config, batch_size
+        self.conditions, self.repeats = conditions, repeats
+        if conditions is not None and batch_size % repeats:
+            raise ValueError(f"repeats={repeats} must divide batch_size={batch_size}")
         c = config
+        indexed = conditions is not None
 
         def make():
-            return ReplayBuffer(dim, c.buffer_capacity, c.buffer_sampling, c.buffer_rank_k, c.buffer_beta, device)
+            return ReplayBuffer(
+                dim, c.buffer_capacity, c.buffer_sampling, c.buffer_rank_k, c.buffer_beta, device, indexed
+            )
 
         self.replay = make()
         self.ls_buffer = make() if c.ls_cycle > 0 else None
         self.step_size = c.local_search.ls_step_size
         self.last_info: dict[str, float] = {}
 
-    def observe(self, x: torch.Tensor, log_r: torch.Tensor, iteration: int) -> None:
-        """Store the terminal states of a forward batch."""
-        self.replay.add(x.detach(), log_r.detach(), iteration)
+    def observe(self, x: torch.Tensor, log_r: torch.Tensor, iteration: int, condition_index=None) -> None:
+        """Store the terminal states of a forward batch (with their condition indices, if conditional)."""
+        self.replay.add(x.detach(), log_r.detach(), iteration, condition_index)
 
     def refresh(self, iteration: int, generator=None) -> None:
         """Local search from prioritised replay samples into the local-search buffer."""
-        x0, _ = self.replay.sample(self.batch_size, generator)
-        result = local_search(self.target.log_reward, x0, self.config.local_search, generator, self.step_size)
+        if self.conditions is None:
+            x0, _ = self.replay.sample(self.batch_size, generator)
+            log_reward, index = self.target.log_reward, None
+        else:
+            x0, _, index = self.replay.sample_with_index(self.batch_size, generator)
+            log_reward = self.target.bind(self.conditions[index]).log_reward
+        result = local_search(log_reward, x0, self.config.local_search, generator, self.step_size)
         self.step_size = result.step_size
-        self.ls_buffer.add(result.x, result.log_r, iteration)
+        self.ls_buffer.add(result.x, result.log_r, iteration, None if index is None else index[result.chain])
         self.last_info = {
             "acceptance_rate": result.acceptance_rate,
             "step_size": result.step_size,
             "accepted": float(result.x.shape[0]),
         }
 
-    def backward_batch(self, iteration: int, generator=None) -> torch.Tensor | None:
-        """Terminal states of this iteration's backward batch (odd iterations), or None."""
+    def backward_batch(self, iteration: int, generator=None):
+        """Terminal states of this iteration's backward batch (odd iterations), or None; with conditions,
+        a pair (states, condition indices)."""
         if iteration % 2 == 0 or len(self.replay) == 0:
             return None
-        if self.ls_buffer is None:
-            return self.replay.sample(self.batch_size, generator)[0]
-        if len(self.ls_buffer) == 0 or iteration % self.config.ls_cycle == 1:
+        if self.ls_buffer is not None and (len(self.ls_buffer) == 0 or iteration % self.config.ls_cycle == 1):
             self.refresh(iteration, generator)
-        return self.ls_buffer.sample(self.batch_size, generator)[0]
+        buffer = self.replay if self.ls_buffer is None else self.ls_buffer
+        if self.conditions is None:
+            return buffer.sample(self.batch_size, generator)[0]
+        x, _, index = buffer.sample_with_index(self.batch_size // self.repeats, generator)
+        return x.repeat_interleave(self.repeats, 0), index.repeat_interleave(self.repeats)
 
     def diagnostics(self) -> dict[str, float]:
         out = {f"ls/{k}": v for k, v in self.last_info.items()}

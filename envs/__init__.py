@@ -5,6 +5,7 @@ Importing this package registers ``DiffSampler-<Target>-v0`` for every entry of 
     import gymnasium, envs
     env = gymnasium.make("DiffSampler-Manywell-v0", dim=64)
     vec = gymnasium.make_vec("DiffSampler-GMM25-v0", num_envs=300)  # native torch vector env
+    vae = gymnasium.make("DiffSampler-VAE-v0", data_path="../shared/data")  # conditional: obs [z, t, image]
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import gymnasium
 
 from envs.sampler_mdp import DiffusionMDP
-from envs.targets import TARGETS, Target, make_target
+from envs.targets import CONDITIONAL_TARGETS, TARGETS, Target, make_target
 
 # Gymnasium id suffix -> registered target name.
 ENV_TARGETS = {
@@ -27,8 +28,12 @@ ENV_TARGETS = {
     "BreastCancer": "breast_cancer",
     "LGCP": "lgcp",  # the pines data: data_path=... (CLI --data-path) or $DIFFSAMPLER_DATA
     "LGCPSynthetic": "lgcp_synthetic",
+    "VAE": "vae",
 }
 ENV_IDS = [f"DiffSampler-{name}-v0" for name in ENV_TARGETS]
+# Envs of conditional targets: a condition per episode, observations [x, t, c].
+CONDITIONAL_ENV_IDS = [f"DiffSampler-{n}-v0" for n, t in ENV_TARGETS.items() if t in CONDITIONAL_TARGETS]
+UNCONDITIONAL_ENV_IDS = [i for i in ENV_IDS if i not in CONDITIONAL_ENV_IDS]
 
 for _name, _target in ENV_TARGETS.items():
     _id = f"DiffSampler-{_name}-v0"

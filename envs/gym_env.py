@@ -2,6 +2,13 @@
 
 Both are thin adapters over ``envs.sampler_mdp``. The observation is ``[x, t]`` (float32, d + 1);
 the action is the increment ``x_{k+1} - x_k``.
+
+With a conditional target (e.g. the VAE latent posterior) each episode has a condition c (a
+flattened image) and the observation is ``[x, t, c]``. At reset the env draws c uniformly from the
+target's training conditions with its own generator (``reset(seed=...)``), or takes it from the
+reset options: ``{"condition": c}`` or ``{"condition_index": i}`` (an index into
+``target.conditions``); the vector env takes one row per reset episode. ``info["condition_index"]``
+says which was drawn (-1 for a condition given explicitly).
 """
 
 from __future__ import annotations
@@ -29,7 +36,13 @@ def _build_mdp(target, num_steps, t_scale, reward_mode, device, target_kwargs) -
 
 def _spaces(mdp: DiffusionMDP, action_bound: float | None):
     d = mdp.dim
-    obs = gym.spaces.Box(-np.inf, np.inf, shape=(d + 1,), dtype=np.float32)
+    if mdp.conditional:
+        lo, hi = mdp.target.condition_bounds or (-np.inf, np.inf)
+        low = np.concatenate([np.full(d + 1, -np.inf), np.full(mdp.cond_dim, lo)]).astype(np.float32)
+        high = np.concatenate([np.full(d + 1, np.inf), np.full(mdp.cond_dim, hi)]).astype(np.float32)
+        obs = gym.spaces.Box(low, high, dtype=np.float32)
+    else:
+        obs = gym.spaces.Box(-np.inf, np.inf, shape=(d + 1,), dtype=np.float32)
     if action_bound is None:
         act = gym.spaces.Box(-np.inf, np.inf, shape=(d,), dtype=np.float32)
     else:
@@ -37,6 +50,34 @@ def _spaces(mdp: DiffusionMDP, action_bound: float | None):
             raise ValueError(f"action_bound must be None or a finite number > 0, got {action_bound!r}")
         act = gym.spaces.Box(-float(action_bound), float(action_bound), shape=(d,), dtype=np.float32)
     return obs, act
+
+
+def _conditions(mdp: DiffusionMDP, n: int, options: dict | None, rng: np.random.Generator):
+    """Conditions (n, c) and their indices (n,) for ``n`` (re)started episodes of a conditional MDP:
+    from ``options["condition"]`` / ``options["condition_index"]``, else drawn uniformly with ``rng``."""
+    options = options or {}
+    pool = mdp.target.conditions
+    if "condition" in options and "condition_index" in options:
+        raise ValueError("reset options take 'condition' or 'condition_index', not both")
+    if "condition" in options:
+        c = np.asarray(options["condition"], dtype=np.float32)
+        if c.size != n * mdp.cond_dim:
+            raise ValueError(f"options['condition'] must hold {n} x {mdp.cond_dim} values, got shape {c.shape}")
+        return torch.as_tensor(c).reshape(n, mdp.cond_dim), torch.full((n,), -1, dtype=torch.long)
+    if "condition_index" in options:
+        idx = np.asarray(options["condition_index"]).reshape(-1)
+        if idx.shape != (n,) or idx.dtype.kind not in "iu" or (idx < 0).any() or (idx >= len(pool)).any():
+            got = options["condition_index"]
+            raise ValueError(f"options['condition_index'] must be {n} integer(s) in [0, {len(pool)}), got {got!r}")
+        idx = torch.as_tensor(idx, dtype=torch.long)
+    else:
+        idx = torch.as_tensor(rng.integers(len(pool), size=n), dtype=torch.long)
+    return pool[idx], idx
+
+
+def _no_condition_options(mdp: DiffusionMDP, options: dict | None) -> None:
+    if options and not mdp.conditional and ({"condition", "condition_index"} & set(options)):
+        raise ValueError(f"{mdp.target!r} is unconditional: reset options take no condition")
 
 
 def default_action_bound(mdp: DiffusionMDP, n_std: float = 5.0) -> float:
@@ -93,15 +134,21 @@ class DiffSamplerEnv(gym.Env):
         self.mdp = _build_mdp(target, num_steps, t_scale, reward_mode, "cpu", target_kwargs)
         self.observation_space, self.action_space = _spaces(self.mdp, action_bound)
         self.action_bound = None if action_bound is None else float(action_bound)
-        self._episode = self.mdp.new_batch(1)
+        placeholder = self.mdp.target.conditions[:1] if self.mdp.conditional else None  # until reset
+        self._episode = self.mdp.new_batch(1, placeholder)
 
     def _obs(self) -> np.ndarray:
         return self._episode.observe()[0].numpy().astype(np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        self._episode.reset()
-        return self._obs(), {}
+        _no_condition_options(self.mdp, options)
+        if not self.mdp.conditional:
+            self._episode.reset()
+            return self._obs(), {}
+        condition, index = _conditions(self.mdp, 1, options, self.np_random)
+        self._episode.reset(condition=condition)
+        return self._obs(), {"condition_index": int(index[0])}
 
     def step(self, action):
         a = self._as_tensor(action)
@@ -111,7 +158,7 @@ class DiffSamplerEnv(gym.Env):
         reward, terminated = self._episode.step(x_next)
         info = {}
         if bool(terminated[0]):
-            info["log_reward"] = float(self.mdp.target.log_reward(self._episode.x)[0])
+            info["log_reward"] = float(self.mdp.log_reward(self._episode.x, self._episode.condition)[0])
         return self._obs(), float(reward[0]), bool(terminated[0]), False, info
 
     def _as_tensor(self, action) -> torch.Tensor:
@@ -156,7 +203,11 @@ class DiffSamplerVectorEnv(VectorEnv):
             raise ValueError(f"autoreset_mode must be NEXT_STEP or SAME_STEP, got {autoreset_mode!r}")
         self.metadata = {**self.metadata, "autoreset_mode": mode}
         self.mdp = _build_mdp(target, num_steps, t_scale, reward_mode, device, target_kwargs)
-        self.episodes = self.mdp.new_batch(num_envs)  # validates num_envs
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"the number of episodes must be a positive integer, got {num_envs!r}")
+        placeholder = self.mdp.target.conditions[:1].expand(num_envs, -1) if self.mdp.conditional else None
+        self.episodes = self.mdp.new_batch(num_envs, placeholder)  # conditions are drawn at reset
+        self.condition_index = torch.full((num_envs,), -1, dtype=torch.long) if self.mdp.conditional else None
         self.num_envs = num_envs
         self.action_bound = None if action_bound is None else float(action_bound)
         self.single_observation_space, self.single_action_space = _spaces(self.mdp, action_bound)
@@ -170,15 +221,32 @@ class DiffSamplerVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | list | None = None, options: dict | None = None):
         super().reset(seed=seed)
+        _no_condition_options(self.mdp, options)
         mask = None if options is None else options.get("reset_mask")
         if mask is None:
-            self.episodes.reset()
+            self._restart(None, options)
             self._needs_reset.zero_()
         else:
             mask = self._as_reset_mask(mask)
-            self.episodes.reset(mask)
+            self._restart(mask, options)
             self._needs_reset &= ~mask
-        return self.episodes.observe(), {}
+        info = {} if self.condition_index is None else {"condition_index": self.condition_index.clone()}
+        return self.episodes.observe(), info
+
+    def _restart(self, mask: torch.Tensor | None, options: dict | None = None) -> None:
+        """Reset the episodes in ``mask`` (all if None), with new conditions for a conditional target."""
+        if not self.mdp.conditional:
+            self.episodes.reset(mask)
+            return
+        n = self.num_envs if mask is None else int(mask.sum())
+        if n == 0:
+            return
+        condition, index = _conditions(self.mdp, n, options, self.np_random)
+        self.episodes.reset(mask, condition)
+        if mask is None:
+            self.condition_index.copy_(index)
+        else:
+            self.condition_index[mask.cpu()] = index
 
     def step(self, actions):
         a = self._as_tensor(actions)
@@ -191,10 +259,10 @@ class DiffSamplerVectorEnv(VectorEnv):
         if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP:
             if bool(terminated.any()):
                 info = {"final_obs": obs, "_final_obs": terminated.clone()}
-                self.episodes.reset(terminated)
+                self._restart(terminated)
                 obs = self.episodes.observe()
         else:
-            self.episodes.reset(self._needs_reset)  # envs that ended last step start afresh
+            self._restart(self._needs_reset)  # envs that ended last step start afresh
             obs = torch.where(self._needs_reset.unsqueeze(-1), self.episodes.observe(), obs)
             self._needs_reset = terminated.clone()
         truncated = torch.zeros_like(terminated)

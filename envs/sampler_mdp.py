@@ -8,6 +8,10 @@ State ``s_k = (x_k, t_k)``, ``x_0 = 0``; an action is the next position ``x_{k+1
 terminates at ``k = T`` with reward ``log R(x_T)``. In ``"soft_rl"`` mode every step also pays
 ``log p_B(x_k | x_{k+1})``, so that the undiscounted return minus the policy's log-probabilities is
 the trajectory's log-weight ``log R + sum log p_B - sum log p_F``.
+
+With a conditional target (``envs.targets.conditional``) every episode carries a condition c: the
+observation is ``[x, t, c]`` and the terminal reward ``log R(x_T | c)``. Unconditional MDPs take the
+same code paths with ``condition = None``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from envs import process
-from envs.targets import Target, make_target
+from envs.targets import Target, is_conditional, make_target
 
 REWARD_MODES = ("terminal", "soft_rl")
 
@@ -59,12 +63,21 @@ class DiffusionMDP:
     def dt(self) -> float:
         return 1.0 / self.num_steps
 
+    @property
+    def conditional(self) -> bool:
+        return is_conditional(self.target)
+
+    @property
+    def cond_dim(self) -> int:
+        """Size of an episode's condition (0 for an unconditional target)."""
+        return self.target.cond_dim if self.conditional else 0
+
     def initial_positions(self, n: int) -> torch.Tensor:
         return torch.zeros(n, self.dim, device=self.device, dtype=self.dtype)
 
-    def log_reward(self, x: torch.Tensor) -> torch.Tensor:
-        """Terminal log-reward with a clear error if the target returns NaN."""
-        log_r = self.target.log_reward(x)
+    def log_reward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Terminal log-reward (given ``condition`` for a conditional target), with a clear error on NaN."""
+        log_r = self.target.log_reward(x) if condition is None else self.target.log_reward(x, condition)
         check_log_reward(log_r, x, self.target)
         return log_r
 
@@ -80,29 +93,32 @@ class DiffusionMDP:
         """Whole paths ``(B, T + 1, d)`` drawn backward through the reference from ``x_last``."""
         return process.bridge_sample_backward(x_last, self.num_steps, self.t_scale, generator)
 
-    def observe(self, x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """Observation ``[x, t]`` of shape ``(B, d + 1)``."""
+    def observe(self, x: torch.Tensor, k: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Observation ``[x, t]`` of shape ``(B, d + 1)``, or ``[x, t, c]`` ``(B, d + 1 + cond_dim)``."""
         t = k.to(x.dtype).unsqueeze(-1) * self.dt
-        return torch.cat([x, t], dim=-1)
+        return torch.cat([x, t] if condition is None else [x, t, condition.to(x.dtype)], dim=-1)
 
-    def transition_reward(self, x_prev, x_next, k_next: torch.Tensor, active: torch.Tensor | None = None):
+    def transition_reward(
+        self, x_prev, x_next, k_next: torch.Tensor, active: torch.Tensor | None = None, condition=None
+    ):
         """Rewards ``(B,)`` of transitions ``x_prev -> x_next`` ending at steps ``k_next`` ``(B,)``.
 
-        Rows where the boolean ``active`` is false get reward 0 (they did not move).
+        Rows where the boolean ``active`` is false get reward 0 (they did not move). ``condition``
+        ``(B, cond_dim)``: the episodes' conditions, for a conditional target.
         """
         if active is None:
             active = torch.ones_like(k_next, dtype=torch.bool)
         terminal = active & (k_next == self.num_steps)
         reward = torch.zeros(x_next.shape[0], device=x_next.device, dtype=x_next.dtype)
         if bool(terminal.any()):
-            reward[terminal] = self.log_reward(x_next[terminal])
+            reward[terminal] = self.log_reward(x_next[terminal], None if condition is None else condition[terminal])
         if self.reward_mode == "soft_rl":
             log_pb = self.log_pb(x_prev, x_next, k_next.clamp(1, self.num_steps))
             reward = reward + torch.where(active, log_pb, torch.zeros_like(log_pb))
         return reward
 
-    def new_batch(self, n: int) -> EpisodeBatch:
-        return EpisodeBatch(self, n)
+    def new_batch(self, n: int, condition: torch.Tensor | None = None) -> EpisodeBatch:
+        return EpisodeBatch(self, n, condition)
 
     def __repr__(self) -> str:
         return (
@@ -120,18 +136,46 @@ def check_log_reward(log_r: torch.Tensor, x: torch.Tensor, target) -> None:
 
 
 class EpisodeBatch:
-    """The state of ``n`` episodes of one MDP: positions ``x`` (n, d) and step counters ``k`` (n,)."""
+    """The state of ``n`` episodes of one MDP: positions ``x`` (n, d) and step counters ``k`` (n,).
 
-    def __init__(self, mdp: DiffusionMDP, n: int):
+    For a conditional MDP also the episodes' conditions ``condition`` (n, cond_dim), given at
+    construction and at every reset (a reset episode may get a new condition).
+    """
+
+    def __init__(self, mdp: DiffusionMDP, n: int, condition: torch.Tensor | None = None):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"the number of episodes must be a positive integer, got {n!r}")
         self.mdp = mdp
         self.n = n
         self.x = mdp.initial_positions(n)
         self.k = torch.zeros(n, dtype=torch.long, device=mdp.device)
+        self.condition = None
+        if mdp.conditional:
+            self.condition = torch.empty(n, mdp.cond_dim, device=mdp.device, dtype=mdp.dtype)
+            self._set_condition(None, condition)
+        elif condition is not None:
+            raise ValueError(f"{mdp.target!r} is unconditional; episodes take no condition")
 
-    def reset(self, mask: torch.Tensor | None = None) -> None:
-        """Reset all episodes, or those where the boolean ``mask`` (n,) is true."""
+    def _set_condition(self, mask: torch.Tensor | None, condition: torch.Tensor | None) -> None:
+        rows = self.n if mask is None else int(mask.sum())
+        if condition is None:
+            raise ValueError(f"{self.mdp.target!r} is conditional: each (re)started episode needs a condition")
+        condition = self.mdp.target.check_condition(torch.as_tensor(condition))
+        if tuple(condition.shape) != (rows, self.mdp.cond_dim):
+            raise ValueError(f"conditions must have shape ({rows}, {self.mdp.cond_dim}), got {tuple(condition.shape)}")
+        condition = condition.to(device=self.condition.device, dtype=self.condition.dtype)
+        if mask is None:
+            self.condition.copy_(condition)
+        else:
+            self.condition[mask] = condition
+
+    def reset(self, mask: torch.Tensor | None = None, condition: torch.Tensor | None = None) -> None:
+        """Reset all episodes, or those where the boolean ``mask`` (n,) is true; ``condition`` gives the
+        reset episodes' conditions (``(number reset, cond_dim)``; conditional MDPs only)."""
+        if self.condition is not None:
+            self._set_condition(mask, condition)
+        elif condition is not None:
+            raise ValueError(f"{self.mdp.target!r} is unconditional; episodes take no condition")
         if mask is None:
             self.x.zero_()
             self.k.zero_()
@@ -144,7 +188,7 @@ class EpisodeBatch:
         return self.k >= self.mdp.num_steps
 
     def observe(self) -> torch.Tensor:
-        return self.mdp.observe(self.x, self.k)
+        return self.mdp.observe(self.x, self.k, self.condition)
 
     def step(self, x_next: torch.Tensor, active: torch.Tensor | None = None):
         """Move episodes to ``x_next`` (n, d); returns ``(reward (n,), terminated (n,) bool)``.
@@ -159,7 +203,7 @@ class EpisodeBatch:
             ended = (self.done & active).nonzero().flatten().tolist()
             raise RuntimeError(f"episodes {ended} have ended (k = T); reset them before stepping again")
         k_next = self.k + active.long()
-        reward = self.mdp.transition_reward(self.x, x_next, k_next, active)
+        reward = self.mdp.transition_reward(self.x, x_next, k_next, active, self.condition)
         self.x = torch.where(active.unsqueeze(-1), x_next, self.x)
         self.k = k_next
         return reward, self.done & active

@@ -37,6 +37,8 @@ TARGETS = {
     "manywell128": ("DiffSampler-Manywell-v0", {"dim": 128}),
     "manywell512": ("DiffSampler-Manywell-v0", {"dim": 512}),
     "lgcp": ("DiffSampler-LGCP-v0", {}),
+    "vae": ("DiffSampler-VAE-v0", {}),  # the default 8x8-digits VAE (64 pixels)
+    "vae-mnist": ("DiffSampler-VAE-v0", {"data_path": str(Path(__file__).resolve().parents[2] / "shared" / "data")}),
 }
 
 

@@ -40,7 +40,7 @@ def test_sb3_env_checker_with_bounded_actions(env_id):
         sb3_check_env(env, warn=True)
 
 
-@pytest.mark.parametrize("env_id", envs.ENV_IDS)
+@pytest.mark.parametrize("env_id", envs.UNCONDITIONAL_ENV_IDS)
 def test_make_vec_is_the_native_vector_env(env_id):
     vec = gym.make_vec(env_id, num_envs=300)
     assert isinstance(vec.unwrapped, DiffSamplerVectorEnv)
@@ -84,7 +84,7 @@ def random_increments(env_id, n: int, t_scale: float, seed: int) -> np.ndarray:
     return (math.sqrt(t_scale / T) * rng.standard_normal((n, T, d)) + 0.2).astype(np.float32)
 
 
-@pytest.mark.parametrize("env_id", envs.ENV_IDS)
+@pytest.mark.parametrize("env_id", envs.UNCONDITIONAL_ENV_IDS)
 def test_episode_terminates_at_step_t_with_terminal_reward(env_id):
     env = gym.make(env_id, num_steps=T)
     target = env.unwrapped.mdp.target
@@ -106,7 +106,7 @@ def test_episode_terminates_at_step_t_with_terminal_reward(env_id):
 
 
 @pytest.mark.parametrize("reward_mode", ["terminal", "soft_rl"])
-@pytest.mark.parametrize("env_id", envs.ENV_IDS)
+@pytest.mark.parametrize("env_id", envs.UNCONDITIONAL_ENV_IDS)
 def test_single_and_vector_env_agree(env_id, reward_mode):
     vec = gym.make_vec(env_id, num_envs=3, num_steps=T, reward_mode=reward_mode)
     inc = random_increments(env_id, 3, vec.unwrapped.mdp.t_scale, seed=2)

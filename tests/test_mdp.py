@@ -33,7 +33,7 @@ def rollout(mdp: DiffusionMDP, n: int, seed: int, drift: float = 0.0):
     return torch.stack(states, 1), torch.stack(rewards, 1), torch.stack(terms, 1), torch.stack(obs, 1)
 
 
-@pytest.mark.parametrize("env_id", envs.ENV_IDS)
+@pytest.mark.parametrize("env_id", envs.UNCONDITIONAL_ENV_IDS)
 def test_terminal_mode_pays_log_reward_at_the_end_only(env_id):
     mdp = envs.make_mdp(env_id, num_steps=T_SMALL)
     assert mdp.reward_mode == "terminal"
@@ -47,7 +47,7 @@ def test_terminal_mode_pays_log_reward_at_the_end_only(env_id):
     torch.testing.assert_close(obs[..., :-1], states)
 
 
-@pytest.mark.parametrize("env_id", envs.ENV_IDS)
+@pytest.mark.parametrize("env_id", envs.UNCONDITIONAL_ENV_IDS)
 def test_soft_rl_rewards_sum_to_log_reward_plus_log_pb(env_id):
     mdp = envs.make_mdp(env_id, num_steps=T_SMALL, reward_mode="soft_rl")
     states, rewards, _, _ = rollout(mdp, n=16, seed=1, drift=1.0)
@@ -58,7 +58,7 @@ def test_soft_rl_rewards_sum_to_log_reward_plus_log_pb(env_id):
     assert torch.all(rewards[:, 0] == 0)  # log p_B(x_0 | x_1) = 0
 
 
-@pytest.mark.parametrize("env_id", envs.ENV_IDS)
+@pytest.mark.parametrize("env_id", envs.UNCONDITIONAL_ENV_IDS)
 def test_seeded_rollouts_are_reproducible(env_id):
     mdp = envs.make_mdp(env_id, num_steps=T_SMALL, reward_mode="soft_rl")
     a, b, c = rollout(mdp, 8, seed=2), rollout(mdp, 8, seed=2), rollout(mdp, 8, seed=3)
@@ -67,7 +67,7 @@ def test_seeded_rollouts_are_reproducible(env_id):
     assert not torch.equal(a[0], c[0])
 
 
-@pytest.mark.parametrize("env_id", envs.ENV_IDS)
+@pytest.mark.parametrize("env_id", envs.UNCONDITIONAL_ENV_IDS)
 def test_step_after_the_end_raises(env_id):
     mdp = envs.make_mdp(env_id, num_steps=2)
     batch = mdp.new_batch(3)
@@ -86,7 +86,7 @@ def test_step_after_the_end_raises(env_id):
     assert reward.tolist() == [0.0, 0.0, 0.0] and not terminated.any()  # ended episodes sit still, unpaid
 
 
-@pytest.mark.parametrize("env_id", envs.ENV_IDS)
+@pytest.mark.parametrize("env_id", envs.UNCONDITIONAL_ENV_IDS)
 def test_bad_positions_are_rejected_without_moving(env_id):
     mdp = envs.make_mdp(env_id, num_steps=4)
     batch = mdp.new_batch(3)
@@ -113,7 +113,7 @@ def test_bad_positions_are_rejected_without_moving(env_id):
     assert torch.equal(batch.k, torch.zeros(3, dtype=torch.long)) and torch.equal(batch.x, torch.zeros(3, d))
 
 
-@pytest.mark.parametrize("env_id", envs.ENV_IDS)
+@pytest.mark.parametrize("env_id", envs.UNCONDITIONAL_ENV_IDS)
 @pytest.mark.parametrize("reward_mode", ["terminal", "soft_rl"])
 def test_inactive_episodes_keep_state_and_get_zero_reward(env_id, reward_mode):
     mdp = envs.make_mdp(env_id, num_steps=3, reward_mode=reward_mode)

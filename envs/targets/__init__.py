@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable
 
 from envs.targets.base import Target
+from envs.targets.conditional import BoundTarget, ConditionalTarget, is_conditional
 from envs.targets.funnel import Funnel
 from envs.targets.gaussian import Gaussian
 from envs.targets.gmm import GaussianMixture, gmm9, gmm25, gmm40
@@ -13,6 +14,7 @@ from envs.targets.lgcp import LogGaussianCoxProcess, lgcp_pines, lgcp_synthetic
 from envs.targets.logistic import BayesianLogisticRegression, breast_cancer
 from envs.targets.manywell import Manywell
 from envs.targets.student_t import StudentTMixture, student_t_mixture
+from envs.targets.vae import VAEPosterior, vae
 
 TARGETS: dict[str, Callable[..., Target]] = {
     "gmm25": gmm25,
@@ -26,7 +28,9 @@ TARGETS: dict[str, Callable[..., Target]] = {
     "breast_cancer": breast_cancer,
     "lgcp": lgcp_pines,
     "lgcp_synthetic": lgcp_synthetic,
+    "vae": vae,
 }
+CONDITIONAL_TARGETS = ("vae",)  # names whose factories build a ConditionalTarget (log_reward(x, condition))
 
 
 def make_target(name: str, **kwargs) -> Target:
@@ -43,3 +47,4 @@ def make_target(name: str, **kwargs) -> Target:
 
 __all__ = ["TARGETS", "Target", "make_target", "Funnel", "Gaussian", "GaussianMixture", "Manywell"]
 __all__ += ["BayesianLogisticRegression", "LogGaussianCoxProcess", "StudentTMixture"]
+__all__ += ["BoundTarget", "ConditionalTarget", "VAEPosterior", "is_conditional"]

@@ -64,7 +64,7 @@ class EvaluationCounter:
         inner = target.log_reward
 
         def counted(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-            self.count += x.shape[0]
+            self.count += x.shape[:-1].numel()  # rows: (N, d), or (B, T, d) whole paths
             return inner(x, *args, **kwargs)
 
         target.log_reward = counted
