@@ -108,7 +108,13 @@ class Trainer:
         run_dir = Path(run_dir)
         if not (run_dir / "config.json").exists():
             raise FileNotFoundError(f"no config.json in {run_dir}: not a run directory")
-        config = from_dict(TrainConfig, json.loads((run_dir / "config.json").read_text()))
+        try:
+            config = from_dict(TrainConfig, json.loads((run_dir / "config.json").read_text()))
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"{run_dir} is not a resumable GFlowNet training run (baseline runs such as smc or sb3-sac "
+                f"finish in one go; start them again instead): {err}"
+            ) from None
         if iterations is not None:
             config = dataclasses.replace(config, iterations=iterations)
         trainer = cls(config, run_dir)

@@ -159,3 +159,12 @@ def test_runs_module_is_the_cli_code_path(tmp_path):
         RunSpec("DiffSampler-GMM25-v0", "tb", budget=0)
     with pytest.raises(ValueError, match="nope"):
         build(RunSpec("DiffSampler-GMM25-v0", "nope"))
+
+
+def test_resume_of_a_baseline_run_is_a_clear_error(tmp_path, capsys):
+    run_dir = tmp_path / "smc"
+    argv = ["--preset", "smc", "--iterations", "3", "--run-dir", str(run_dir), "--no-progress"]
+    assert train_agent.main(argv) == 0
+    capsys.readouterr()
+    assert train_agent.main(["--resume", str(run_dir), "--no-progress"]) == 2
+    assert "not a resumable GFlowNet training run" in capsys.readouterr().err
