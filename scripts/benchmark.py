@@ -52,7 +52,7 @@ def parse_args(argv):
     p.add_argument("--presets", help="comma-separated presets, 'all' (Table 1 rows present) or 'registered'")
     p.add_argument("--seeds", type=int, help="seeds per (target, preset): 0..N-1 (default 5)")
     p.add_argument("--iterations", "--budget", type=int, help="budget of every run (default: each preset's)")
-    p.add_argument("--quick", action="store_true", help="a few minutes: 25gmm,manywell x 3 presets x 1 seed x 200 it")
+    p.add_argument("--quick", action="store_true", help="a few minutes: 25gmm,manywell x 3 presets x 1 seed x 100 it")
     p.add_argument("--backend", default="local", help="local (process pool), ray, or inline (this process)")
     p.add_argument("--workers", type=int, help="local backend: parallel runs (default cores // threads)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")

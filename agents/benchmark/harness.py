@@ -33,7 +33,7 @@ QUICK = {
     "targets": ("25gmm", "manywell"),
     "presets": ("tb-expl", "tb-expl-lp", "tb-expl-ls"),
     "seeds": 1,
-    "budget": 200,
+    "budget": 100,
 }
 
 
