@@ -187,3 +187,23 @@ def test_ray_backend_runs_the_same_jobs(quick, tmp_path):
         assert all(r["metrics"][k] == expected[r["key"]][k] for k in TABLE_KEYS), r["key"]
         assert (Path(r["run_dir"]) / "metrics.json").exists() and (Path(r["run_dir"]) / "samples.pt").exists()
     assert (tmp_path / "table.md").exists() and (tmp_path / "figures" / "25gmm_samples.png").exists()
+
+
+@pytest.mark.parametrize("save", [0, 50])
+def test_runs_save_the_final_evaluation_samples(tmp_path, save):
+    import torch
+
+    from agents.training import TrainConfig, Trainer
+
+    cfg = TrainConfig(
+        env_id="DiffSampler-Manywell-v0", env_kwargs={"dim": 4, "num_steps": 5}, agent=PRESETS["tb"].agent,
+        iterations=2, eval_samples=80, figures=False, save_samples=save,
+    )  # fmt: skip
+    trainer = Trainer(cfg, tmp_path)
+    trainer.run(progress=False)
+    path = tmp_path / "samples.pt"
+    if save == 0:
+        assert not path.exists()
+    else:
+        assert torch.equal(torch.load(path, weights_only=True), trainer.last_samples[:save])
+        assert trainer.last_samples.shape == (80, 4)
