@@ -129,6 +129,7 @@ def dry_run(cfg: BenchmarkConfig) -> int:
 
 
 def _interrupt(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the first TERM stops cleanly, a second one at once
     raise KeyboardInterrupt
 
 
