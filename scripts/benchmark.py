@@ -31,13 +31,23 @@ from agents.benchmark.jobs import finished_record, run_dir_of  # noqa: E402
 from agents.benchmark.tables import PAPER_PATH, import_results, load_paper, render  # noqa: E402
 
 
-def _pairs(items: list[str], flag: str) -> dict[str, str]:
+def _pairs(items: list[str], flag: str, field_names: bool = True) -> dict[str, str]:
+    """``NAME=VALUE`` items -> dict; field names may be written with dashes (``eval-samples``)."""
     out = {}
     for item in items:
         if "=" not in item:
             raise SystemExit(f"error: {flag} expects NAME=VALUE, got {item!r}")
-        name, value = item.split("=", 1)
-        out[name.strip().replace("-", "_")] = value
+        name, value = (x.strip() for x in item.split("=", 1))
+        out[name.replace("-", "_") if field_names else name] = value
+    return out
+
+
+def _budgets(items: list[str]) -> dict[str, int]:
+    out = {}
+    for preset, value in _pairs(items, "--preset-budget", field_names=False).items():
+        if not value.isdigit():
+            raise SystemExit(f"error: --preset-budget {preset}={value!r}: the budget must be a positive integer")
+        out[preset] = int(value)
     return out
 
 
@@ -52,6 +62,13 @@ def parse_args(argv):
     p.add_argument("--presets", help="comma-separated presets, 'all' (Table 1 rows present) or 'registered'")
     p.add_argument("--seeds", type=int, help="seeds per (target, preset): 0..N-1 (default 5)")
     p.add_argument("--iterations", "--budget", type=int, help="budget of every run (default: each preset's)")
+    p.add_argument(
+        "--preset-budget",
+        action="append",
+        default=[],
+        metavar="PRESET=N",
+        help="budget of one preset's runs, over --iterations (e.g. RL env steps: sb3-sac=300000)",
+    )
     p.add_argument("--quick", action="store_true", help="a few minutes: 25gmm,manywell x 3 presets x 1 seed x 100 it")
     p.add_argument("--backend", default="local", help="local (process pool), ray, or inline (this process)")
     p.add_argument("--workers", type=int, help="local backend: parallel runs (default cores // threads)")
@@ -80,6 +97,7 @@ def config_from_args(args, command: str) -> BenchmarkConfig:
         presets=_csv(args.presets) or quick.get("presets", ("all",)),
         seeds=args.seeds or quick.get("seeds", 5),
         budget=args.iterations or quick.get("budget"),
+        preset_budgets=_budgets(args.preset_budget),
         overrides=_pairs(args.set, "--set"),
         env_overrides=_pairs(args.env_arg, "--env-arg"),
         backend=args.backend,

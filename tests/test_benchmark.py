@@ -171,6 +171,11 @@ def test_cli_dry_run_and_clear_errors(tmp_path, capsys):
     assert "unknown preset 'nope'" in capsys.readouterr().err
     assert cli.main(["--quick", "--set", "no_such_field=1", "--out", str(tmp_path)]) == 2
     assert "no_such_field" in capsys.readouterr().err
+    assert cli.main(["--quick", "--preset-budget", "tb-expl=7", "--out", str(tmp_path), "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "25gmm-tb-expl-s0  budget=7" in plan and f"25gmm-tb-expl-lp-s0  budget={QUICK['budget']}" in plan
+    assert cli.main(["--quick", "--preset-budget", "tb=7", "--out", str(tmp_path)]) == 2
+    assert "not among the presets" in capsys.readouterr().err
     assert set(QUICK["targets"]) <= set(TARGET_ALIASES)
 
 

@@ -48,6 +48,7 @@ class BenchmarkConfig:
             ``"registered"`` = every preset.
         seeds: seeds 0 .. seeds-1 per (target, preset).
         budget: budget of every run in its runner's unit (None: each preset's default).
+        preset_budgets: preset -> budget, over ``budget`` (methods with different units, e.g. RL env steps).
         overrides: config field -> value, applied to the runs whose config has that field.
         env_overrides: env keyword -> value for every run (e.g. ``{"num_steps": 50}``).
         backend: ``"local"`` (process pool), ``"ray"`` or ``"inline"`` (this process, serial).
@@ -70,6 +71,7 @@ class BenchmarkConfig:
     presets: tuple[str, ...] = ("all",)
     seeds: int = 5
     budget: int | None = None
+    preset_budgets: dict = field(default_factory=dict)
     overrides: dict = field(default_factory=dict)
     env_overrides: dict = field(default_factory=dict)
     backend: str = "local"
@@ -91,8 +93,9 @@ class BenchmarkConfig:
             raise ValueError(f"unknown backend {self.backend!r}; available: {sorted(BACKENDS)}")
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"seeds must be a positive integer, got {self.seeds!r}")
-        if self.budget is not None and self.budget < 1:
-            raise ValueError(f"budget must be None or >= 1, got {self.budget!r}")
+        for name, budget in {"budget": self.budget, **self.preset_budgets}.items():
+            if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+                raise ValueError(f"budget of {name!r} must be None or a positive integer, got {budget!r}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be None or >= 1, got {self.workers!r}")
         if self.threads < 1:
@@ -150,6 +153,9 @@ def plan(cfg: BenchmarkConfig) -> list[Job]:
     unused = [k for k in cfg.overrides if not any(k in f for f in fields.values())]
     if unused:
         raise ValueError(f"overrides {unused} name no config field of the presets {presets}")
+    unknown = sorted(set(cfg.preset_budgets) - set(presets))
+    if unknown:
+        raise ValueError(f"preset budgets for {unknown}, which are not among the presets {presets}")
     env_overrides = {k: _literal(v) for k, v in cfg.env_overrides.items()}
     targets = [resolve_target(t, cfg.data_path) for t in cfg.targets]
     jobs = []
@@ -165,7 +171,7 @@ def plan(cfg: BenchmarkConfig) -> list[Job]:
                     {**env_kwargs, **env_overrides},
                     preset,
                     seed,
-                    cfg.budget,
+                    cfg.preset_budgets.get(preset, cfg.budget),
                     overrides,
                     cfg.device,
                     cfg.threads,

@@ -31,7 +31,9 @@ TARGET_ALIASES: dict[str, tuple[str, dict]] = {
     "manywell8": ("DiffSampler-Manywell-v0", {"dim": 8}),
     "manywell128": ("DiffSampler-Manywell-v0", {"dim": 128}),
     "manywell512": ("DiffSampler-Manywell-v0", {"dim": 512}),
+    "gaussian": ("DiffSampler-Gaussian-v0", {}),
     "lgcp": ("DiffSampler-LGCP-v0", {}),
+    "lgcp-synthetic": ("DiffSampler-LGCPSynthetic-v0", {}),
     "vae": ("DiffSampler-VAE-v0", {}),
     "40gmm": ("DiffSampler-GMM40-v0", {}),
 }
