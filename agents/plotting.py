@@ -11,7 +11,7 @@ import torch  # noqa: E402
 from envs.targets import Manywell, Target  # noqa: E402
 
 
-def _contour(ax, target: Target, dims: tuple[int, int], bounds, n: int = 200) -> None:
+def density_contour(ax, target: Target, dims: tuple[int, int], bounds, n: int = 200) -> None:
     """Density contour of a 2-D target, or of one Manywell well (which factorises by pairs)."""
     lo, hi = bounds
     g = torch.linspace(lo, hi, n)
@@ -41,7 +41,7 @@ def plot_samples(target: Target, samples: dict[str, torch.Tensor], path: str, ti
     bounds = target.plot_bounds or (-5.0, 5.0)
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
     for ax, dims in zip(axes[0], pairs):
-        _contour(ax, target, dims, bounds)
+        density_contour(ax, target, dims, bounds)
         for color, (name, x) in zip(colors, samples.items()):
             if x is None:
                 continue

@@ -46,6 +46,8 @@ class TrainConfig:
         checkpoint_every: save a checkpoint every this many iterations (and at the end).
         figures: save sample figures at each evaluation.
         threads: torch CPU threads (None: torch's default).
+        save_samples: model samples of the final evaluation saved to ``samples.pt`` in the run
+            directory (at most ``eval_samples``; 0: none), for figures across runs.
     """
 
     env_id: str = "DiffSampler-GMM25-v0"
@@ -62,6 +64,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     figures: bool = True
     threads: int | None = None
+    save_samples: int = 2000
 
     def __post_init__(self):
         for name in ("iterations", "eval_every", "eval_samples", "log_every", "checkpoint_every"):
@@ -71,6 +74,8 @@ class TrainConfig:
             raise ValueError(f"eval_per_condition must be None or >= 1, got {self.eval_per_condition!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be None or >= 1, got {self.threads!r}")
+        if self.save_samples < 0:
+            raise ValueError(f"save_samples must be >= 0, got {self.save_samples!r}")
         if not isinstance(self.env_kwargs, dict):
             raise ValueError(f"env_kwargs must be a dict, got {self.env_kwargs!r}")
 
@@ -94,6 +99,7 @@ class Trainer:
         self.iteration = 0
         self.train_seconds = 0.0
         self.last_eval: dict = {}
+        self.last_samples: torch.Tensor | None = None  # terminal states of the last evaluation
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self._writer = None
         if self.run_dir is not None:
@@ -185,6 +191,8 @@ class Trainer:
             return self._evaluate_conditional(n, gen, figure)
         traj = self.agent.sample(n, gen)
         x = traj.terminal
+        if repeat == 0:
+            self.last_samples = x
         exact = log_w_bwd = None
         if target.has_sampler:
             exact = target.sample(n, cpu_gen).to(self.config.device)
@@ -299,5 +307,9 @@ class Trainer:
         if self.writer is not None:
             self.writer.flush()
         if self.run_dir is not None:
+            if self.config.save_samples and self.last_samples is not None:
+                tmp = self.run_dir / "samples.pt.tmp"
+                torch.save(self.last_samples[: self.config.save_samples].cpu().clone(), tmp)
+                os.replace(tmp, self.run_dir / "samples.pt")
             (self.run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
         return result

@@ -1,0 +1,228 @@
+"""Benchmark jobs: one training run per (target, preset, seed), its run directory and its record.
+
+A job runs through ``agents.runs.run`` (the code path of ``scripts/train_agent.py``) into its own
+directory ``<out>/runs/<target>-<preset>-s<seed>``. The directory is the job's whole state:
+
+- ``job.json``: the job, written before the run starts;
+- ``metrics.json``: written by the runner at the very end, so its presence means *finished*;
+- ``error.json``: the exception and traceback of a failed run.
+
+A directory without ``metrics.json`` is a run that was interrupted or failed; it is wiped and run
+again. ``execute`` is the one function every backend calls, in a worker process or a Ray task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# Short target names (the columns of the tables) -> (env id, env kwargs). Full env ids are accepted too.
+TARGET_ALIASES: dict[str, tuple[str, dict]] = {
+    "25gmm": ("DiffSampler-GMM25-v0", {}),
+    "9gmm": ("DiffSampler-GMM9-v0", {}),
+    "funnel": ("DiffSampler-Funnel-v0", {}),
+    "easy-funnel": ("DiffSampler-EasyFunnel-v0", {}),
+    "manywell": ("DiffSampler-Manywell-v0", {"dim": 32}),
+    "manywell8": ("DiffSampler-Manywell-v0", {"dim": 8}),
+    "manywell128": ("DiffSampler-Manywell-v0", {"dim": 128}),
+    "manywell512": ("DiffSampler-Manywell-v0", {"dim": 512}),
+    "gaussian": ("DiffSampler-Gaussian-v0", {}),
+    "lgcp": ("DiffSampler-LGCP-v0", {}),
+    "lgcp-synthetic": ("DiffSampler-LGCPSynthetic-v0", {}),
+    "vae": ("DiffSampler-VAE-v0", {}),
+    "40gmm": ("DiffSampler-GMM40-v0", {}),
+}
+# The paper's Table 1 methods in its row order: ``--presets all`` selects those present in PRESETS.
+TABLE1_PRESETS = (
+    "smc",
+    "dis",
+    "dds",
+    "pis",
+    "pis-lp",
+    "tb",
+    "tb-expl",
+    "vargrad-expl",
+    "fl-subtb",
+    "fl-subtb-lp",
+    "tb-expl-ls",
+    "tb-expl-lp",
+    "tb-expl-lp-ls",
+    "vargrad-expl-lp-ls",
+)
+# Env ids whose target reads a data file: they get ``data_path`` when the benchmark is given one.
+DATA_ENVS = ("DiffSampler-LGCP-v0", "DiffSampler-VAE-v0")
+
+# Files a worker hands back with its result, so a driver without the worker's filesystem (a Ray
+# cluster with no shared disk) can still hold every finished run.
+RESULT_FILES = ("job.json", "config.json", "metrics.json", "error.json", "samples.pt")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of the benchmark.
+
+    Attributes:
+        target: short target name (a table column), e.g. ``"25gmm"``.
+        env_id, env_kwargs: the environment the run trains on.
+        preset: the method (``agents.presets.PRESETS``).
+        seed: the run's seed.
+        budget: the run's budget in its runner's unit (None: the preset's default).
+        overrides: config field -> value for this run.
+        device, threads: where the run computes (not part of the run's identity).
+    """
+
+    target: str
+    env_id: str
+    env_kwargs: dict
+    preset: str
+    seed: int
+    budget: int | None = None
+    overrides: dict = field(default_factory=dict)
+    device: str = "cpu"
+    threads: int | None = 1
+
+    @property
+    def key(self) -> str:
+        return f"{self.target}-{self.preset}-s{self.seed}"
+
+    def identity(self) -> dict:
+        """What makes two runs the same run (device, threads and the data location do not)."""
+        d = asdict(self)
+        d.pop("device"), d.pop("threads")
+        d["env_kwargs"] = {k: v for k, v in d["env_kwargs"].items() if k != "data_path"}
+        return d
+
+    def spec(self):
+        from agents.runs import RunSpec
+
+        return RunSpec(
+            env_id=self.env_id,
+            preset=self.preset,
+            seed=self.seed,
+            budget=self.budget,
+            env_kwargs=dict(self.env_kwargs),
+            overrides=dict(self.overrides),
+            device=self.device,
+            threads=self.threads,
+        )
+
+
+def resolve_target(name: str, data_path: str | None = None) -> tuple[str, str, dict]:
+    """(short name, env id, env kwargs) of a short name or a registered env id; clear error otherwise."""
+    import envs
+
+    if name in TARGET_ALIASES:
+        env_id, kwargs = TARGET_ALIASES[name]
+    elif name in envs.ENV_IDS:
+        env_id, kwargs = name, {}
+        name = target_name(env_id, {})
+    else:
+        raise ValueError(f"unknown target {name!r}; short names: {sorted(TARGET_ALIASES)}; env ids: {envs.ENV_IDS}")
+    if env_id not in envs.ENV_IDS:
+        raise ValueError(f"target {name!r} needs env {env_id!r}, which is not registered; registered: {envs.ENV_IDS}")
+    kwargs = dict(kwargs)
+    if data_path is not None and env_id in DATA_ENVS:
+        kwargs["data_path"] = str(data_path)
+    return name, env_id, kwargs
+
+
+def target_name(env_id: str, env_kwargs: dict) -> str:
+    """The short name of (env id, kwargs): the alias with exactly these kwargs, else the env's default alias."""
+    kwargs = {k: v for k, v in env_kwargs.items() if k != "data_path"}
+    same_env = [a for a, (e, _) in TARGET_ALIASES.items() if e == env_id]
+    for alias in same_env:
+        if TARGET_ALIASES[alias][1] == kwargs:
+            return alias
+    if same_env and not kwargs:
+        return same_env[0]
+    return env_id.removeprefix("DiffSampler-").removesuffix("-v0").lower()
+
+
+def run_dir_of(out: str | os.PathLike, job: Job) -> Path:
+    return Path(out) / "runs" / job.key
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def finished_record(run_dir: Path, job: Job) -> dict | None:
+    """The record of a finished run of ``job`` in ``run_dir``, or None when it has not finished.
+
+    Raises ValueError when the directory holds a finished run of a *different* job (another budget,
+    overrides or env): resuming must never mix results of different settings.
+    """
+    metrics = _read_json(run_dir / "metrics.json")
+    if metrics is None:
+        return None
+    stored = _read_json(run_dir / "job.json")
+    if stored is not None and stored != json.loads(json.dumps(job.identity())):
+        raise ValueError(
+            f"{run_dir} holds a finished run of {stored}, but this benchmark asks for {job.identity()}; "
+            "use another --out directory or delete that run"
+        )
+    return make_record(job, run_dir, "ok", metrics=metrics, config=_read_json(run_dir / "config.json"))
+
+
+def make_record(job: Job, run_dir: Path, status: str, **fields) -> dict:
+    """One line of results.jsonl."""
+    return {
+        "key": job.key,
+        "status": status,
+        **job.identity(),
+        "env_kwargs": dict(job.env_kwargs),
+        "run_dir": str(run_dir),
+        "metrics": fields.get("metrics"),
+        "config": fields.get("config"),
+        "error": fields.get("error"),
+    }
+
+
+def execute(job: Job, run_dir: str | os.PathLike) -> dict:
+    """Run ``job`` from scratch in ``run_dir``; never raises for a failing run.
+
+    Returns ``{"record": ..., "files": {name: bytes}}``: the results.jsonl record and the run's small
+    result files (``RESULT_FILES``).
+    """
+    from agents.runs import run
+
+    run_dir = Path(run_dir)
+    if run_dir.exists():  # an interrupted or failed attempt: start clean
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    (run_dir / "job.json").write_text(json.dumps(job.identity(), indent=2))
+    start = time.perf_counter()
+    try:
+        metrics = run(job.spec(), run_dir, progress=False)
+        record = make_record(job, run_dir, "ok", metrics=metrics, config=_read_json(run_dir / "config.json"))
+    except Exception as err:  # noqa: BLE001 - a failed run is a result, the benchmark goes on
+        error = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+        error["seconds"] = time.perf_counter() - start
+        (run_dir / "error.json").write_text(json.dumps(error, indent=2))
+        record = make_record(job, run_dir, "failed", config=_read_json(run_dir / "config.json"), error=error["error"])
+    files = {name: (run_dir / name).read_bytes() for name in RESULT_FILES if (run_dir / name).exists()}
+    return {"record": record, "files": files}
+
+
+def materialize(run_dir: Path, files: dict[str, bytes]) -> None:
+    """Write a worker's result files where the driver expects them (no-op on a shared filesystem)."""
+    if (run_dir / "metrics.json").exists():
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if "metrics.json" in files:
+        (run_dir / "error.json").unlink(missing_ok=True)
+    for name in sorted(files, key=lambda n: n == "metrics.json"):  # metrics.json last: it marks "finished"
+        (run_dir / name).write_bytes(files[name])
+
+
+def failed_result(job: Job, run_dir: Path, err: BaseException) -> dict:
+    """A result for a job whose worker died (the job itself could not report)."""
+    return {"record": make_record(job, run_dir, "failed", error=f"{type(err).__name__}: {err}"), "files": {}}
