@@ -139,8 +139,8 @@ def test_table_bolds_the_best_and_uses_raw_estimates_without_log_z():
 
 def test_importer_reads_full_budget_results():
     records = import_results(sorted((PAPER_PATH.parent / "results").glob("*.json")))
-    assert {r["target"] for r in records} == {"25gmm", "manywell"} and all(r["status"] == "ok" for r in records)
-    assert [r["preset"] for r in records if r["target"] == "manywell"] == ["tb", "tb-expl", "tb-expl-ls"]
+    assert {"25gmm", "manywell"} <= {r["target"] for r in records} and all(r["status"] == "ok" for r in records)
+    assert {"tb", "tb-expl", "tb-expl-ls"} <= {r["preset"] for r in records if r["target"] == "manywell"}
     table = render(records, load_paper(), compare=True, seeds=None, command=None)
     assert "| TB+Expl.+LS (`tb-expl-ls`) | " in table and "4.570 ± 2.130" in table
 
