@@ -25,7 +25,6 @@ from agents.rollout import (
     sample_forward_reparam,
 )
 from buffers.source import BufferConfig, BufferSource
-from envs import process
 from envs.sampler_mdp import DiffusionMDP
 
 BACKWARD_SOURCES = (None, "exact", "buffer")
@@ -95,7 +94,7 @@ class GFlowNetAgent(nn.Module):
         self.mdp, self.target, self.config = mdp, mdp.target, config
         self.objective = OBJECTIVES[config.objective]
         c = config.policy
-        self.policy = DiffusionPolicy(mdp.dim, mdp.num_steps, mdp.t_scale, c)
+        self.policy = DiffusionPolicy(mdp.dim, mdp.num_steps, mdp.t_scale, c, mdp.reference)
         self.log_z = LogZ() if self.objective.needs == "log_z" else None
         self.flow = (
             JointNet(mdp.dim, 1, c.hidden_dim, c.harmonics, c.joint_layers, zero_init=False)
@@ -125,36 +124,51 @@ class GFlowNetAgent(nn.Module):
     # --- flows --------------------------------------------------------------------------------------
 
     def _forward_looking_term(self, x: torch.Tensor, t: torch.Tensor, log_r: torch.Tensor) -> torch.Tensor:
-        """``(1 - t) log p_ref(x; sigma^2 max(t, dt)) + t log R(x)`` for states ``x`` at times ``t``."""
-        var = self.mdp.t_scale * t.clamp_min(self.mdp.dt)
-        log_ref = -0.5 * (x.square().sum(-1) / var + x.shape[-1] * (var.log() + process.LOG_2PI))
+        """``(1 - t) log q_max(t, dt)(x) + t log R(x)`` for states ``x`` at times ``t`` (q_t: the reference's
+        marginal; ``N(0, sigma^2 t)`` on the bridge, ``N(0, sigma^2)`` on VP)."""
+        log_ref = self.mdp.reference.marginal_log_prob(x, t.clamp_min(self.mdp.dt))
         return (1 - t) * log_ref + t * log_r
 
     def log_flows(self, paths: Paths) -> torch.Tensor:
         """``(B, T + 1)`` log-flows of the visited states; the terminal one is ``log R(x_T)``.
 
         Forward-looking flows add the interpolated energy ``_forward_looking_term`` to the network's
-        output, so the network only learns a correction to it.
+        output, so the network only learns a correction to it. With a random start the balance of the
+        first transition involves ``p_B(x_0 | x_1) / p_0(x_0)`` (the folded entry), so the flow of x_0
+        is ``Z m_0(x_0) / p_0(x_0)`` (m_0: the target path measure's marginal), about Z: its
+        forward-looking term is ``log q_0(x_0) - log p_0(x_0)`` (0 on VP, where q_0 = p_0).
         """
         t = self.policy.times[:-1]
         x = paths.states[:, :-1]
         log_f = self.flow(x, self.flow.embed_time(t)).squeeze(-1)
         if self.objective.forward_looking:
             log_f = log_f + self._forward_looking_term(x, t, paths.log_r_states)
+            if self.mdp.reference.random_start:
+                log_p0 = self.mdp.reference.initial_log_prob(x[:, 0])
+                log_f = torch.cat([log_f[:, :1] - log_p0.unsqueeze(-1), log_f[:, 1:]], dim=-1)
         return torch.cat([log_f, paths.log_r.unsqueeze(-1)], dim=-1)
 
     @torch.no_grad()
-    def learned_log_z(self) -> torch.Tensor | None:
-        """The agent's own log Z: the scalar of TB, or the flow of the initial state; None for others."""
+    def learned_log_z(self, n_start: int = 4096) -> torch.Tensor | None:
+        """The agent's own log Z: the scalar of TB, or the flow of the initial state; None for others.
+
+        With a random start, ``Z = E_{p_0}[F(x_0)]``: a log-mean-exp over ``n_start`` fixed draws of x_0
+        (a fixed seed, so the value is a deterministic function of the flow).
+        """
         if self.log_z is not None:
             return self.log_z().detach()
         if self.flow is None:
             return None
-        x0, t0 = torch.zeros(1, self.mdp.dim, device=self.mdp.device), self.policy.times[:1]
+        ref = self.mdp.reference
+        n = n_start if ref.random_start else 1
+        gen = torch.Generator(self.mdp.device).manual_seed(0)
+        x0 = ref.initial_sample(n, self.mdp.dim, gen, self.mdp.device, self.policy.times.dtype)
+        t0 = self.policy.times[:1]
         log_f = self.flow(x0, self.flow.embed_time(t0)).squeeze(-1)
         if self.objective.forward_looking:
             log_f = log_f + self._forward_looking_term(x0, t0, torch.zeros_like(log_f))
-        return log_f[0]
+            log_f = log_f - ref.initial_log_prob(x0)
+        return torch.logsumexp(log_f, 0) - math.log(n)
 
     # --- sampling and training ----------------------------------------------------------------------
 

@@ -4,11 +4,14 @@ Every preset is a ``GFlowNetConfig`` plus its default iteration budget (25,000; 
 Langevin-parametrised rows). Settings from Sendera et al. (2024), Table 1 and appendix: T = 100,
 batch 300, Adam with policy lr 1e-3, log Z lr 1e-1, flow lr 1e-2; outputs clipped at 1e4, scores at
 1e2; exploration std 0.2 decayed linearly to 0 by iteration 5,000.
+
+A preset may also carry default environment keyword arguments (``env_kwargs``), merged under the
+user's: DDS and DIS select the variance-preserving reference (``reference="vp"``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agents.gflownet import GFlowNetConfig
 from agents.policy import PolicyConfig
@@ -19,6 +22,7 @@ class Preset:
     agent: GFlowNetConfig
     iterations: int
     description: str
+    env_kwargs: dict = field(default_factory=dict)  # defaults under the user's env kwargs
 
 
 _LP = PolicyConfig(langevin=True)
@@ -42,6 +46,20 @@ PRESETS: dict[str, Preset] = {
     ),
     "pis": Preset(GFlowNetConfig("pis"), 25_000, "path integral sampler (reparameterised KL)"),
     "pis-lp": Preset(GFlowNetConfig("pis", _LP), 10_000, "PIS + Langevin parametrisation"),
+    # Simulation-based baselines on the VP reference, trained by the reparameterised KL like PIS; both
+    # evaluate the target's score along the path, hence the Langevin-row budget.
+    "dds": Preset(
+        GFlowNetConfig("pis", PolicyConfig(parametrisation="dds", langevin=True)),
+        10_000,
+        "DDS: VP reference, exponential integrator, NN + NN(t) * score (KL)",
+        {"reference": "vp"},
+    ),
+    "dis": Preset(
+        GFlowNetConfig("pis", PolicyConfig(parametrisation="dis", langevin=True, langevin_init=1.0)),
+        10_000,
+        "DIS: VP reference, Euler-Maruyama, interpolated-score parametrisation (KL)",
+        {"reference": "vp"},
+    ),
 }
 
 

@@ -21,9 +21,10 @@ class Trajectories:
     """A batch of B complete trajectories of T steps.
 
     Attributes:
-        states: (B, T + 1, d) positions, ``states[:, 0] = 0``.
+        states: (B, T + 1, d) positions; ``states[:, 0] = x_0 ~ p_0`` (0 on the bridge).
         log_pf: (B, T) forward log-probabilities ``log p_F(x_{k+1} | x_k)``.
-        log_pb: (B, T) backward log-probabilities ``log p_B(x_k | x_{k+1})`` (entry 0 is 0).
+        log_pb: (B, T) backward log-probabilities ``log p_B(x_k | x_{k+1})``; entry 0 also carries
+            ``- log p_0(x_0)`` (on the bridge it is 0).
         log_r: (B,) terminal log-rewards.
         log_f: (B, T + 1) log-flows of the visited states (last column = log_r), if the agent has flows.
     """
@@ -36,7 +37,7 @@ class Trajectories:
 
     @property
     def log_weight(self) -> torch.Tensor:
-        """``log R(x_T) + sum log p_B - sum log p_F`` per trajectory."""
+        """``log R(x_T) + sum log p_B - log p_0(x_0) - sum log p_F`` per trajectory (p_0 folded in log_pb)."""
         return self.log_r + self.log_pb.sum(-1) - self.log_pf.sum(-1)
 
     @property
@@ -73,7 +74,7 @@ def sample_forward(
     generator: torch.Generator | None = None,
     need_log_r_states: bool = False,
 ) -> Paths:
-    """Sample ``n`` paths from ``x_0 = 0`` with extra exploration variance ``exploration_std^2`` per step."""
+    """Sample ``n`` paths from ``x_0 ~ p_0`` with extra exploration variance ``exploration_std^2`` per step."""
     T, d = policy.num_steps, policy.dim
     device = policy.times.device
     t_emb, scale = policy.time_features(policy.times[:-1])
@@ -81,8 +82,10 @@ def sample_forward(
     noise = torch.randn(T, n, d, generator=generator, device=device)
     fixed_var = not policy.config.learn_variance
     if fixed_var:  # scale all the noise at once
-        noise.mul_(noise_std(policy.t_scale * policy.dt, exploration_std))
+        noise.mul_(policy.sampling_std(exploration_std))
     states = torch.zeros(T + 1, n, d, device=device)
+    if policy.reference.random_start:
+        states[0] = policy.initial_positions(n, generator)
     langevin = policy.langevin_scale is not None
     scores = torch.empty(T, n, d, device=device) if langevin else None
     log_r_states = torch.empty(T, n, device=device) if langevin else None
@@ -91,7 +94,7 @@ def sample_forward(
         if langevin:
             log_r_states[k], score = clipped_score(target, x, policy.config.clip_score)
             scores[k] = score
-        mean, var = policy.kernel(x, t_emb[k], None if scale is None else scale[k], score)
+        mean, var = policy.kernel(x, t_emb[k], None if scale is None else scale[k], score, step=k)
         if fixed_var:
             x = torch.add(mean, noise[k], out=states[k + 1])
         else:
@@ -150,12 +153,12 @@ def sample_forward_reparam(
     device = policy.times.device
     t_emb, scale = policy.time_features(policy.times[:-1])
     noise = torch.randn(n, T, d, generator=generator, device=device)
-    x = torch.zeros(n, d, device=device)
+    x = policy.initial_positions(n, generator)
     states, log_pf, score = [x], [], None
     for k in range(T):
         if policy.langevin_scale is not None:
             score = clipped_score(target, x, policy.config.clip_score)[1]
-        mean, var = policy.kernel(x, t_emb[k], None if scale is None else scale[k], score)
+        mean, var = policy.kernel(x, t_emb[k], None if scale is None else scale[k], score, step=k)
         eps = noise[:, k]
         if isinstance(var, torch.Tensor):
             x = mean + var.sqrt() * eps

@@ -18,13 +18,26 @@ from envs.sampler_mdp import DiffusionMDP
 from envs.targets import Target, make_target
 
 
-def _build_mdp(target, num_steps, t_scale, reward_mode, device, target_kwargs) -> DiffusionMDP:
+def _build_mdp(target, num_steps, t_scale, reward_mode, device, reference, reference_kwargs, target_kwargs):
     if isinstance(target, Target):
         if target_kwargs:
             raise ValueError(f"target keyword arguments {target_kwargs!r} given with a Target instance")
     else:
         target = make_target(target, **target_kwargs)
-    return DiffusionMDP(target, num_steps=num_steps, t_scale=t_scale, reward_mode=reward_mode, device=device)
+    return DiffusionMDP(
+        target,
+        num_steps=num_steps,
+        t_scale=t_scale,
+        reward_mode=reward_mode,
+        device=device,
+        reference=reference,
+        reference_kwargs=reference_kwargs,
+    )
+
+
+def _torch_generator(np_random: np.random.Generator, device) -> torch.Generator:
+    """A torch generator on ``device`` seeded from the env's numpy generator (draws one integer)."""
+    return torch.Generator(device).manual_seed(int(np_random.integers(2**62)))
 
 
 def _spaces(mdp: DiffusionMDP, action_bound: float | None):
@@ -40,8 +53,10 @@ def _spaces(mdp: DiffusionMDP, action_bound: float | None):
 
 
 def default_action_bound(mdp: DiffusionMDP, n_std: float = 5.0) -> float:
-    """A bound of ``n_std`` reference standard deviations per step, ``n_std * sigma * sqrt(dt)``."""
-    return n_std * math.sqrt(mdp.t_scale * mdp.dt)
+    """A bound of ``n_std`` reference standard deviations of the largest step (``n_std * sigma * sqrt(dt)``
+    for the bridge; ``n_std * sigma * sqrt(max_k a_k)`` for VP)."""
+    var = mdp.reference.forward_coefs()[1]
+    return n_std * math.sqrt(float(var.max()) if isinstance(var, torch.Tensor) else var)
 
 
 def _check_action_values(a: torch.Tensor, bound: float | None, rows: torch.Tensor | None = None) -> None:
@@ -73,6 +88,8 @@ class DiffSamplerEnv(gym.Env):
         reward_mode: "terminal" or "soft_rl" (see ``envs.sampler_mdp``).
         action_bound: None for an unbounded action Box; a float b for Box(-b, b), which squashed-Gaussian
             agents need (about ``5 * sigma * sqrt(dt)``; see ``default_action_bound``).
+        reference: "bridge" (x_0 = 0) or "vp" (x_0 ~ N(0, sigma^2 I), drawn at reset from ``np_random``).
+        reference_kwargs: the reference's schedule parameters (``beta_min``, ``beta_max`` for "vp").
         **target_kwargs: passed to the target factory (e.g. ``dim=128`` for Manywell).
     """
 
@@ -86,11 +103,14 @@ class DiffSamplerEnv(gym.Env):
         reward_mode: str = "terminal",
         action_bound: float | None = None,
         render_mode: str | None = None,
+        reference: str = "bridge",
+        reference_kwargs: dict | None = None,
         **target_kwargs,
     ):
         if render_mode is not None:
             raise ValueError(f"DiffSamplerEnv has no render modes, got render_mode={render_mode!r}")
-        self.mdp = _build_mdp(target, num_steps, t_scale, reward_mode, "cpu", target_kwargs)
+        mdp_args = (num_steps, t_scale, reward_mode, "cpu", reference, reference_kwargs, target_kwargs)
+        self.mdp = _build_mdp(target, *mdp_args)
         self.observation_space, self.action_space = _spaces(self.mdp, action_bound)
         self.action_bound = None if action_bound is None else float(action_bound)
         self._episode = self.mdp.new_batch(1)
@@ -100,6 +120,8 @@ class DiffSamplerEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
+        if self.mdp.reference.random_start:
+            self._episode.generator = _torch_generator(self.np_random, "cpu")
         self._episode.reset()
         return self._obs(), {}
 
@@ -147,6 +169,8 @@ class DiffSamplerVectorEnv(VectorEnv):
         device: str | torch.device = "cpu",
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
+        reference: str = "bridge",
+        reference_kwargs: dict | None = None,
         **target_kwargs,
     ):
         if render_mode is not None:
@@ -155,8 +179,9 @@ class DiffSamplerVectorEnv(VectorEnv):
         if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
             raise ValueError(f"autoreset_mode must be NEXT_STEP or SAME_STEP, got {autoreset_mode!r}")
         self.metadata = {**self.metadata, "autoreset_mode": mode}
-        self.mdp = _build_mdp(target, num_steps, t_scale, reward_mode, device, target_kwargs)
-        self.episodes = self.mdp.new_batch(num_envs)  # validates num_envs
+        mdp_args = (num_steps, t_scale, reward_mode, device, reference, reference_kwargs, target_kwargs)
+        self.mdp = _build_mdp(target, *mdp_args)
+        self.episodes = self.mdp.new_batch(num_envs, torch.Generator(self.mdp.device))  # validates num_envs
         self.num_envs = num_envs
         self.action_bound = None if action_bound is None else float(action_bound)
         self.single_observation_space, self.single_action_space = _spaces(self.mdp, action_bound)
@@ -170,6 +195,8 @@ class DiffSamplerVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | list | None = None, options: dict | None = None):
         super().reset(seed=seed)
+        if seed is not None:  # initial states of a random-start reference (also at autoresets)
+            self.episodes.generator = _torch_generator(self.np_random, self.mdp.device)
         mask = None if options is None else options.get("reset_mask")
         if mask is None:
             self.episodes.reset()

@@ -59,7 +59,7 @@ def build_config(args, extra: dict[str, str]) -> TrainConfig:
     preset = get_preset(args.preset)
     fields = field_paths(TrainConfig)
     overrides = {k: v for k, v in extra.items() if k in fields}
-    env_kwargs = {k: literal(v) for k, v in extra.items() if k not in fields}
+    env_kwargs = {**preset.env_kwargs, **{k: literal(v) for k, v in extra.items() if k not in fields}}
     cfg = TrainConfig(
         env_id=args.env,
         env_kwargs=env_kwargs,
