@@ -46,6 +46,7 @@ class GFlowNetConfig:
         backward_source: where backward training batches come from on odd iterations: None (forward
             only), "exact" (the target's exact sampler) or "buffer" (replay buffer + local search).
         buffer: replay-buffer and local-search settings, used with ``backward_source = "buffer"``.
+        grad_clip: clip the global gradient norm to this value before each step (None: no clipping).
     """
 
     objective: str = "tb"
@@ -60,6 +61,7 @@ class GFlowNetConfig:
     subtb_lambda: float = 2.0
     backward_source: str | None = None
     buffer: BufferConfig = field(default_factory=BufferConfig)
+    grad_clip: float | None = None
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -73,6 +75,8 @@ class GFlowNetConfig:
         for name in ("lr_policy", "lr_log_z", "lr_flow", "lr_back", "subtb_lambda"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ValueError(f"grad_clip must be None or a finite number > 0, got {self.grad_clip!r}")
         if self.backward_source not in BACKWARD_SOURCES:
             raise ValueError(f"backward_source must be one of {BACKWARD_SOURCES}, got {self.backward_source!r}")
         obj = OBJECTIVES[self.objective]
@@ -219,6 +223,8 @@ class GFlowNetAgent(nn.Module):
         loss = self.objective.loss(traj, log_z, self.config.subtb_lambda).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), self.config.grad_clip)
         self.optimizer.step()
         if self.source is not None and backward_x is None:
             self.source.observe(traj.terminal, traj.log_r, iteration)

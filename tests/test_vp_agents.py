@@ -226,3 +226,13 @@ def test_learned_backward_on_vp_starts_at_the_reference_and_samples_a_random_sta
         torch.testing.assert_close(policy.log_pb_path(paths.states), mdp.reference.log_pb_path(paths.states))
         torch.nn.init.normal_(policy.backward.joint[-1].weight, std=0.1)
         assert not torch.allclose(policy.log_pb_path(paths.states), mdp.reference.log_pb_path(paths.states))
+
+
+def test_grad_clip_bounds_the_gradient_norm_and_is_validated():
+    agent = _agent("DiffSampler-Funnel-v0", GFlowNetConfig("pis", batch_size=32, grad_clip=1e-3))
+    agent.train_step(0, torch.Generator().manual_seed(0))
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in agent.parameters() if p.grad is not None]))
+    assert float(norm) == pytest.approx(1e-3, rel=1e-4)  # the raw gradient is far larger: it was clipped
+    for bad in (0.0, -1.0, math.inf):
+        with pytest.raises(ValueError, match=f"grad_clip must be None or a finite number > 0, got {bad}"):
+            GFlowNetConfig("pis", grad_clip=bad)
