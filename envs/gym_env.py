@@ -113,7 +113,7 @@ class DiffSamplerEnv(gym.Env):
         self.mdp = _build_mdp(target, *mdp_args)
         self.observation_space, self.action_space = _spaces(self.mdp, action_bound)
         self.action_bound = None if action_bound is None else float(action_bound)
-        self._episode = self.mdp.new_batch(1)
+        self._episode = self.mdp.new_batch(1, torch.Generator())  # reseeded from np_random at reset
 
     def _obs(self) -> np.ndarray:
         return self._episode.observe()[0].numpy().astype(np.float32)

@@ -5,7 +5,7 @@ pure, batched tensor function with no state and no knowledge of agents or enviro
 
 Conventions
 -----------
-* ``T`` steps, ``dt = 1 / T``, times ``t_k = k * dt`` for ``k = 0..T``; ``x_0 = 0``.
+* ``T`` steps, ``dt = 1 / T``, times ``t_k = k * dt`` for ``k = 0..T``; ``x_0 = 0`` for the bridge.
 * ``sigma2`` is the target's ``t_scale``: the reference diffusion has variance ``sigma2 * dt`` per step.
 * Backward (reference) kernel, the Brownian bridge pinned at 0, for ``k >= 1``::
 
@@ -144,6 +144,7 @@ def reference_marginal_log_prob(x: torch.Tensor, t, t_scale: float) -> torch.Ten
 #
 # Log-weights with a random start: E_{p_F}[w] = Z for
 #     log w = log R(x_T) + sum_k log p_B(x_k | x_{k+1}) - log p_0(x_0) - sum_k log p_F(x_{k+1} | x_k),
+# since E_{p_F}[w] = int R(x_T) prod_k p_B(x_k | x_{k+1}) dx_{0:T} and the p_B integrate to 1 (x_0 first),
 # so "- log p_0(x_0)" is folded into the k = 0 entry of log p_B (for the bridge both p_0 and
 # p_B(x_0 | x_1) are the point mass at 0 and that entry is 0). Every objective then runs unchanged.
 
