@@ -31,7 +31,6 @@ from agents.rollout import (
     sample_forward_reparam,
 )
 from buffers.source import BufferConfig, BufferSource
-from envs import process
 from envs.sampler_mdp import DiffusionMDP
 
 BACKWARD_SOURCES = (None, "exact", "buffer")
@@ -55,6 +54,7 @@ class GFlowNetConfig:
         buffer: replay-buffer and local-search settings, used with ``backward_source = "buffer"``.
         condition_repeats: on a conditional target, trajectories per drawn condition in a batch (must
             divide ``batch_size``; >= 2 for VarGrad, whose log Z estimate is a per-condition mean).
+        grad_clip: clip the global gradient norm to this value before each step (None: no clipping).
     """
 
     objective: str = "tb"
@@ -70,6 +70,7 @@ class GFlowNetConfig:
     backward_source: str | None = None
     buffer: BufferConfig = field(default_factory=BufferConfig)
     condition_repeats: int = 10
+    grad_clip: float | None = None
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -83,6 +84,8 @@ class GFlowNetConfig:
         for name in ("lr_policy", "lr_log_z", "lr_flow", "lr_back", "subtb_lambda"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ValueError(f"grad_clip must be None or a finite number > 0, got {self.grad_clip!r}")
         if self.backward_source not in BACKWARD_SOURCES:
             raise ValueError(f"backward_source must be one of {BACKWARD_SOURCES}, got {self.backward_source!r}")
         obj = OBJECTIVES[self.objective]
@@ -111,7 +114,7 @@ class GFlowNetAgent(nn.Module):
         if cond_dim is not None:
             self._check_conditional(config)
             self.conditions = self.target.conditions.to(mdp.device)
-        self.policy = DiffusionPolicy(mdp.dim, mdp.num_steps, mdp.t_scale, c, cond_dim)
+        self.policy = DiffusionPolicy(mdp.dim, mdp.num_steps, mdp.t_scale, c, mdp.reference, cond_dim)
         self.log_z = None
         if self.objective.needs == "log_z":
             self.log_z = LogZ() if cond_dim is None else ConditionalLogZ(cond_dim, c.hidden_dim)
@@ -151,16 +154,19 @@ class GFlowNetAgent(nn.Module):
     # --- flows --------------------------------------------------------------------------------------
 
     def _forward_looking_term(self, x: torch.Tensor, t: torch.Tensor, log_r: torch.Tensor) -> torch.Tensor:
-        """``(1 - t) log p_ref(x; sigma^2 max(t, dt)) + t log R(x)`` for states ``x`` at times ``t``."""
-        var = self.mdp.t_scale * t.clamp_min(self.mdp.dt)
-        log_ref = -0.5 * (x.square().sum(-1) / var + x.shape[-1] * (var.log() + process.LOG_2PI))
+        """``(1 - t) log q_max(t, dt)(x) + t log R(x)`` for states ``x`` at times ``t`` (q_t: the reference's
+        marginal; ``N(0, sigma^2 t)`` on the bridge, ``N(0, sigma^2)`` on VP)."""
+        log_ref = self.mdp.reference.marginal_log_prob(x, t.clamp_min(self.mdp.dt))
         return (1 - t) * log_ref + t * log_r
 
     def log_flows(self, paths: Paths) -> torch.Tensor:
         """``(B, T + 1)`` log-flows of the visited states; the terminal one is ``log R(x_T)``.
 
         Forward-looking flows add the interpolated energy ``_forward_looking_term`` to the network's
-        output, so the network only learns a correction to it.
+        output, so the network only learns a correction to it. With a random start the balance of the
+        first transition involves ``p_B(x_0 | x_1) / p_0(x_0)`` (the folded entry), so the flow of x_0
+        is ``Z m_0(x_0) / p_0(x_0)`` (m_0: the target path measure's marginal), about Z: its
+        forward-looking term is ``log q_0(x_0) - log p_0(x_0)`` (0 on VP, where q_0 = p_0).
         """
         t = self.policy.times[:-1]
         x = paths.states[:, :-1]
@@ -170,27 +176,43 @@ class GFlowNetAgent(nn.Module):
         log_f = self.flow(x, emb).squeeze(-1)
         if self.objective.forward_looking:
             log_f = log_f + self._forward_looking_term(x, t, paths.log_r_states)
+            if self.mdp.reference.random_start:
+                log_p0 = self.mdp.reference.initial_log_prob(x[:, 0])
+                log_f = torch.cat([log_f[:, :1] - log_p0.unsqueeze(-1), log_f[:, 1:]], dim=-1)
         return torch.cat([log_f, paths.log_r.unsqueeze(-1)], dim=-1)
 
     @torch.no_grad()
-    def learned_log_z(self, condition: torch.Tensor | None = None) -> torch.Tensor | None:
+    def learned_log_z(self, condition: torch.Tensor | None = None, n_start: int = 4096) -> torch.Tensor | None:
         """The agent's own log Z: the scalar of TB, or the flow of the initial state; None for others.
 
-        On a conditional target, one value per row of ``condition`` (M, cond_dim): shape (M,).
+        On a conditional target, one value per row of ``condition`` (M, cond_dim): shape (M,). With a
+        random start, ``Z = E_{p_0}[F(x_0)]``: a log-mean-exp over ``n_start`` fixed draws of x_0 (a fixed
+        seed, so the value is a deterministic function of the flow).
         """
         if self.log_z is not None:
             return (self.log_z() if condition is None else self.log_z(condition)).detach()
         if self.flow is None:
             return None
-        n = 1 if condition is None else condition.shape[0]
-        x0, t0 = torch.zeros(n, self.mdp.dim, device=self.mdp.device), self.policy.times[:1]
+        ref = self.mdp.reference
+        if condition is not None and ref.random_start:
+            raise ValueError(f"conditional flows on the random-start reference {ref!r} are not supported")
+        t0 = self.policy.times[:1]
         emb = self.flow.embed_time(t0)
-        if condition is not None:
+        if condition is None:
+            n = n_start if ref.random_start else 1
+            gen = torch.Generator(self.mdp.device).manual_seed(0)
+            x0 = ref.initial_sample(n, self.mdp.dim, gen, self.mdp.device, self.policy.times.dtype)
+        else:
+            n = condition.shape[0]
+            x0 = torch.zeros(n, self.mdp.dim, device=self.mdp.device)
             emb = emb + self.flow.embed_condition(condition)
         log_f = self.flow(x0, emb).squeeze(-1)
         if self.objective.forward_looking:
             log_f = log_f + self._forward_looking_term(x0, t0, torch.zeros_like(log_f))
-        return log_f[0] if condition is None else log_f
+            log_f = log_f - ref.initial_log_prob(x0)
+        if condition is not None:
+            return log_f
+        return torch.logsumexp(log_f, 0) - math.log(n)
 
     # --- sampling and training ----------------------------------------------------------------------
 
@@ -287,6 +309,8 @@ class GFlowNetAgent(nn.Module):
         loss = self.objective.loss(traj, log_z, self.config.subtb_lambda).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), self.config.grad_clip)
         self.optimizer.step()
         if self.source is not None and backward_x is None:
             self.source.observe(traj.terminal, traj.log_r, iteration, traj.condition_index)

@@ -100,17 +100,17 @@ class LangevinScaleNet(nn.Module):
     """``t -> scale(t)`` multiplying the clipped score in the Langevin parametrisation.
 
     Output per dimension (``out_dim = d``) or scalar (``out_dim = 1``); the last layer has zero weights
-    and bias 0.01, so training starts from a small multiple of the score.
+    and bias ``init`` (0.01: training starts from a small multiple of the score).
     """
 
-    def __init__(self, out_dim: int = 1, hidden_dim: int = 64, harmonics: int = 64, layers: int = 3):
+    def __init__(self, out_dim: int = 1, hidden_dim: int = 64, harmonics: int = 64, layers: int = 3, init=0.01):
         super().__init__()
         self.register_buffer("freqs", torch.linspace(0.1, 100.0, harmonics))
         self.phase = nn.Parameter(torch.randn(harmonics))
         mods: list[nn.Module] = [nn.Linear(2 * harmonics, hidden_dim)]
         for _ in range(layers - 1):
             mods += [nn.GELU(), nn.Linear(hidden_dim, hidden_dim)]
-        mods += [nn.GELU(), _zero_(nn.Linear(hidden_dim, out_dim), bias=0.01)]
+        mods += [nn.GELU(), _zero_(nn.Linear(hidden_dim, out_dim), bias=init)]
         self.mlp = nn.Sequential(*mods)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,12 @@
 """The forward Gaussian policy of a diffusion sampler, and its optional learned backward correction.
 
-Forward kernel: ``p_F(x_{k+1} | x_k) = N(x_k + dt * f, sigma^2 * dt * exp(g))`` where ``(f, g)`` come
-from a joint network of ``(x_k, t_k)``; ``g = 0`` unless the variance is learned, then
-``g = range * tanh(raw)``. With the Langevin parametrisation (LP), ``f = net(x, t) + scale(t) *
-clip(grad log R(x))``. Both outputs are clipped at ``clip_output``.
+Forward kernel (on the default Brownian-bridge reference): ``p_F(x_{k+1} | x_k) = N(x_k + dt * f,
+sigma^2 * dt * exp(g))`` where ``(f, g)`` come from a joint network of ``(x_k, t_k)``; ``g = 0``
+unless the variance is learned, then ``g = range * tanh(raw)``. With the Langevin parametrisation
+(LP), ``f = net(x, t) + scale(t) * clip(grad log R(x))``. Both outputs are clipped at
+``clip_output``. In general the kernel is ``N(c_k x_k + g_k f, v_k exp(g))`` with per-step
+coefficients from the reference process and the parametrisation (``agents.parametrisations``:
+"euler", "dds", "dis"); the policy starts from the reference's ``p_0`` (``envs.reference``).
 
 Two ways to evaluate the policy:
 
@@ -25,7 +28,9 @@ import torch
 from torch import nn
 
 from agents.networks import JointNet, LangevinScaleNet
+from agents.parametrisations import PARAMETRISATIONS
 from envs import process
+from envs.reference import Reference, make_reference
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,9 @@ class PolicyConfig:
         clip_score: clip the score grad log R to +-clip_score.
         learn_backward: learn a correction (1 + range * tanh) of the backward kernel's mean and variance.
         backward_range: range of that correction.
+        parametrisation: a key of ``agents.parametrisations.PARAMETRISATIONS`` ("euler", or "dds" / "dis"
+            on the VP reference).
+        langevin_init: initial value of the Langevin scale (the bias of its zero-weight last layer).
     """
 
     hidden_dim: int = 64
@@ -59,6 +67,8 @@ class PolicyConfig:
     clip_score: float = 1e2
     learn_backward: bool = False
     backward_range: float = 0.1
+    parametrisation: str = "euler"
+    langevin_init: float = 0.01
 
     def __post_init__(self):
         for name in ("hidden_dim", "harmonics", "langevin_layers"):
@@ -71,6 +81,12 @@ class PolicyConfig:
                 raise ValueError(f"PolicyConfig.{name} must be > 0, got {getattr(self, name)!r}")
         if not 0 < self.backward_range < 1:
             raise ValueError(f"PolicyConfig.backward_range must be in (0, 1), got {self.backward_range!r}")
+        if self.parametrisation not in PARAMETRISATIONS:
+            raise ValueError(
+                f"unknown PolicyConfig.parametrisation {self.parametrisation!r}; registered: {sorted(PARAMETRISATIONS)}"
+            )
+        if not math.isfinite(self.langevin_init):
+            raise ValueError(f"PolicyConfig.langevin_init must be finite, got {self.langevin_init!r}")
 
 
 def clipped_score(target, x: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,8 +99,12 @@ def clipped_score(target, x: torch.Tensor, clip: float) -> tuple[torch.Tensor, t
 
 
 class DiffusionPolicy(nn.Module):
-    """Forward policy (and optional backward correction) for an MDP with ``num_steps`` and ``t_scale``;
-    ``cond_dim`` for a conditional target."""
+    """Forward policy (and optional backward correction) for an MDP with ``num_steps`` and ``t_scale``.
+
+    ``reference`` (default: the Brownian bridge of ``num_steps`` and ``t_scale``) supplies ``p_0``, the
+    backward kernels and, with the parametrisation, the forward kernel's per-step coefficients.
+    ``cond_dim``: the size of an episode's condition, for a conditional target.
+    """
 
     def __init__(
         self,
@@ -92,18 +112,35 @@ class DiffusionPolicy(nn.Module):
         num_steps: int,
         t_scale: float,
         config: PolicyConfig = PolicyConfig(),
+        reference: Reference | None = None,
         cond_dim: int | None = None,
     ):
         super().__init__()
         self.dim, self.num_steps, self.t_scale, self.config = dim, num_steps, t_scale, config
         self.dt = 1.0 / num_steps
         self.cond_dim = cond_dim
+        if reference is None:
+            reference = make_reference("bridge", num_steps, t_scale)
+        if (reference.num_steps, reference.t_scale) != (num_steps, float(t_scale)):
+            raise ValueError(f"{reference!r} does not match num_steps={num_steps}, t_scale={t_scale}")
+        self.reference = reference
+        table = PARAMETRISATIONS[config.parametrisation].table(config.parametrisation, reference)
+        for name in ("mean_coef", "drift_coef", "base_var", "score_weight"):
+            value = getattr(table, "var" if name == "base_var" else name)
+            if isinstance(value, torch.Tensor):  # per-step: a buffer that follows .to() / .double()
+                self.register_buffer(name, value.float(), persistent=False)
+            else:
+                setattr(self, name, value)
+        # The bridge pins x_0, so its first backward kernel is the point mass; VP's is a real kernel.
+        self.first_backward = 0 if reference.random_start else 1
         c = config
         # The log-variance head exists only when the variance is learned (no wasted FLOPs otherwise).
         out_dim = 2 * dim if c.learn_variance else dim
         self.net = JointNet(dim, out_dim, c.hidden_dim, c.harmonics, c.joint_layers, True, cond_dim)
         self.langevin_scale = (
-            LangevinScaleNet(dim if c.langevin_per_dim else 1, c.hidden_dim, c.harmonics, c.langevin_layers)
+            LangevinScaleNet(
+                dim if c.langevin_per_dim else 1, c.hidden_dim, c.harmonics, c.langevin_layers, c.langevin_init
+            )
             if c.langevin
             else None
         )
@@ -113,6 +150,14 @@ class DiffusionPolicy(nn.Module):
             else None
         )
         self.register_buffer("times", process.time_grid(num_steps))
+        if c.learn_backward:  # p_B(x_k | x_{k+1}) = N(m_k x_{k+1}, v_k): the correction acts on 1 - m_k and v_k
+            m, v = reference.backward_coefs()
+            self.register_buffer("back_shrink", (1 - m).float(), persistent=False)
+            self.register_buffer("back_var", v.float(), persistent=False)
+
+    def initial_positions(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` draws of ``x_0 ~ p_0`` on the policy's device (zeros, and no random numbers, for the bridge)."""
+        return self.reference.initial_sample(n, self.dim, generator, self.times.device, self.times.dtype)
 
     # --- forward kernel ---------------------------------------------------------------------------
 
@@ -125,19 +170,43 @@ class DiffusionPolicy(nn.Module):
         """``(B, hidden)`` embeddings of the trajectories' conditions, to add to the time embedding."""
         return None if condition is None else self.net.embed_condition(condition)
 
-    def kernel(self, x, t_emb, lgv_scale=None, score=None):
-        """Mean and variance of ``p_F(. | x)``; variance is a float unless the variance is learned."""
+    @staticmethod
+    def _at(coef, step):
+        """A per-step coefficient at step ``step`` (int), or for all T steps (``step=None``, shape (T, 1))."""
+        if not isinstance(coef, torch.Tensor):
+            return coef
+        return coef.unsqueeze(-1) if step is None else coef[step]
+
+    def kernel(self, x, t_emb, lgv_scale=None, score=None, step: int | None = None):
+        """Mean and variance of ``p_F(. | x)``; variance is a float unless learned or per-step.
+
+        ``step``: the step index k when ``x`` is ``(n, d)`` at one time; None when ``x`` is
+        ``(B, T, d)`` over all steps (or the coefficients are the same at every step, as on the bridge).
+        """
         out = self.net(x, t_emb)
         drift = out[..., : self.dim]
         if self.langevin_scale is not None:
+            if self.score_weight is not None:  # DIS: the interpolated score relative to the reference's
+                score = self._at(self.score_weight, step) * (score + x / self.t_scale)
             drift = drift + lgv_scale * score
         clip = self.config.clip_output
-        mean = torch.add(x, drift.clamp(-clip, clip), alpha=self.dt)
-        base_var = self.t_scale * self.dt
+        drift = drift.clamp(-clip, clip)
+        g = self._at(self.drift_coef, step)
+        if isinstance(self.mean_coef, float) and self.mean_coef == 1.0:
+            mean = torch.add(x, drift, alpha=g) if isinstance(g, float) else x + g * drift
+        else:
+            mean = self._at(self.mean_coef, step) * x + g * drift
+        base_var = self._at(self.base_var, step)
         if self.config.learn_variance:
             logvar = self.config.log_var_range * torch.tanh(out[..., self.dim :].clamp(-clip, clip))
             return mean, base_var * logvar.exp()
         return mean, base_var
+
+    def sampling_std(self, exploration_std: float):
+        """Std of the fixed-variance kernel plus exploration: a float, or ``(T, 1, 1)`` when per-step."""
+        if isinstance(self.base_var, torch.Tensor):
+            return (self.base_var + exploration_std**2).sqrt().view(-1, 1, 1)
+        return noise_std(self.base_var, exploration_std)
 
     def log_pf_path(self, states: torch.Tensor, scores: torch.Tensor | None = None, condition=None) -> torch.Tensor:
         """``(B, T)`` log-probabilities of every transition of paths ``(B, T + 1, d)`` in one pass.
@@ -154,41 +223,44 @@ class DiffusionPolicy(nn.Module):
     # --- backward kernel --------------------------------------------------------------------------
 
     def log_pb_path(self, states: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, T)`` backward log-probabilities: the Brownian bridge, or its learned correction."""
+        """``(B, T)`` backward log-probabilities: the reference's (entry 0 carrying ``- log p_0(x_0)``),
+        or its learned correction (given the paths' conditions for a conditional target)."""
         if self.backward is None:
-            return process.bridge_log_pb_path(states, self.t_scale)
+            return self.reference.log_pb_path(states)
+        first = self.first_backward
         c_emb = None if condition is None else self.backward.embed_condition(condition).unsqueeze(1)
-        mean, var = self.backward_kernel(states[:, 2:], self.times[2:], self.times[1:-1], c_emb)
-        lp = process.gaussian_log_prob(states[:, 1:-1], mean, var)
-        return torch.cat([lp.new_zeros(lp.shape[0], 1), lp], dim=1)
+        mean, var = self.backward_kernel(states[:, first + 1 :], slice(first, None), c_emb)
+        lp = process.gaussian_log_prob(states[:, first:-1], mean, var)
+        if first:  # the bridge's point mass at 0
+            return torch.cat([lp.new_zeros(lp.shape[0], 1), lp], dim=1)
+        return torch.cat([lp[:, :1] - self.reference.initial_log_prob(states[:, 0]).unsqueeze(-1), lp[:, 1:]], 1)
 
-    def backward_kernel(self, x_next, t_next, t_prev, c_emb=None):
-        """Corrected bridge kernel ``N(x' (1 - dt/t' c_mu), sigma^2 dt (t/t') c_var)``, for ``t > 0``.
-
-        ``c_emb``: condition embeddings broadcastable against ``x_next``'s rows (conditional targets).
-        """
-        emb = self.backward.embed_time(t_next)
+    def backward_kernel(self, x_next, steps, c_emb=None):
+        """Corrected reference kernel ``N(x' (1 - (1 - m_k) c_mu), v_k c_var)`` at steps ``steps`` (int or
+        slice; ``x_next`` is ``x_{k+1}``). On the bridge, ``1 - m_k = dt / t_{k+1}`` and ``v_k = sigma^2 dt
+        t_k / t_{k+1}``. ``c_emb``: condition embeddings broadcastable against ``x_next``'s rows."""
+        emb = self.backward.embed_time(self.times[1:][steps])
         out = self.backward(x_next, emb if c_emb is None else emb + c_emb)
         r = self.config.backward_range
         c_mu = 1 + r * torch.tanh(out[..., : self.dim])
         c_var = 1 + r * torch.tanh(out[..., self.dim :])
-        t_next, t_prev = t_next.unsqueeze(-1), t_prev.unsqueeze(-1)
-        mean = x_next * (1 - self.dt / t_next * c_mu)
-        var = self.t_scale * self.dt * (t_prev / t_next) * c_var
-        return mean, var
+        shrink, var = self.back_shrink[steps], self.back_var[steps]
+        if isinstance(steps, slice):
+            shrink, var = shrink.unsqueeze(-1), var.unsqueeze(-1)
+        return x_next * (1 - shrink * c_mu), var * c_var
 
     @torch.no_grad()
     def sample_backward(self, x_last: torch.Tensor, generator: torch.Generator | None = None, condition=None):
         """Paths ``(B, T + 1, d)`` drawn backward from ``x_last`` through the (corrected) reference."""
         if self.backward is None:
-            return process.bridge_sample_backward(x_last, self.num_steps, self.t_scale, generator)
+            return self.reference.sample_backward(x_last, generator)
         b, d, T = x_last.shape[0], self.dim, self.num_steps
         c_emb = None if condition is None else self.backward.embed_condition(condition)
         states = x_last.new_zeros(b, T + 1, d)
         states[:, T] = x_last
         noise = torch.randn(b, T, d, generator=generator, dtype=x_last.dtype, device=x_last.device)
-        for k in range(T - 1, 0, -1):
-            mean, var = self.backward_kernel(states[:, k + 1], self.times[k + 1], self.times[k], c_emb)
+        for k in range(T - 1, self.first_backward - 1, -1):
+            mean, var = self.backward_kernel(states[:, k + 1], k, c_emb)
             states[:, k] = mean + var.sqrt() * noise[:, k]
         return states
 

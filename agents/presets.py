@@ -4,6 +4,9 @@ Every preset is a ``GFlowNetConfig`` plus its default iteration budget (25,000; 
 Langevin-parametrised rows). Settings from Sendera et al. (2024), Table 1 and appendix: T = 100,
 batch 300, Adam with policy lr 1e-3, log Z lr 1e-1, flow lr 1e-2; outputs clipped at 1e4, scores at
 1e2; exploration std 0.2 decayed linearly to 0 by iteration 5,000.
+
+A preset may also carry default environment keyword arguments (``env_kwargs``), merged under the
+user's: DDS and DIS select the variance-preserving reference (``reference="vp"``).
 """
 
 from __future__ import annotations
@@ -32,13 +35,14 @@ class Preset:
     agent: Any
     iterations: int
     description: str
-    env_kwargs: dict = field(default_factory=dict)
+    env_kwargs: dict = field(default_factory=dict)  # defaults under the user's env kwargs
 
 
 _LP = PolicyConfig(langevin=True)
 # Local search: both-ways training, rank-prioritised buffers of 600,000, MALA every 100 iterations
 # (200 steps, burn-in 100, step size adapted toward acceptance 0.574).
 _LS = dict(backward_source="buffer")
+_DDS_CLIP = dict(clip_output=10.0, clip_score=10.0)
 
 PRESETS: dict[str, Preset] = {
     "tb": Preset(GFlowNetConfig("tb"), 25_000, "trajectory balance, on-policy"),
@@ -59,6 +63,22 @@ PRESETS: dict[str, Preset] = {
     ),
     "pis": Preset(GFlowNetConfig("pis"), 25_000, "path integral sampler (reparameterised KL)"),
     "pis-lp": Preset(GFlowNetConfig("pis", _LP), 10_000, "PIS + Langevin parametrisation"),
+    # Simulation-based baselines on the VP reference, trained by the reparameterised KL like PIS; both
+    # evaluate the target's score along the path, hence the Langevin-row budget. Network output and score
+    # clipped at 10, as in Berner et al.'s DDS/DIS configurations (with the PIS-style 1e4 the KL training
+    # of DIS on Funnel blew up: steps of sigma^2 beta dt * 1e4).
+    "dds": Preset(
+        GFlowNetConfig("pis", PolicyConfig(parametrisation="dds", langevin=True, **_DDS_CLIP)),
+        10_000,
+        "DDS: VP reference, exponential integrator, NN + NN(t) * score (KL)",
+        {"reference": "vp"},
+    ),
+    "dis": Preset(
+        GFlowNetConfig("pis", PolicyConfig(parametrisation="dis", langevin=True, langevin_init=1.0, **_DDS_CLIP)),
+        10_000,
+        "DIS: VP reference, Euler-Maruyama, interpolated-score parametrisation (KL)",
+        {"reference": "vp"},
+    ),
     # MCMC baselines (agents.baselines.mcmc): the budget is temperatures (SMC) or MALA steps (chains).
     "smc": Preset(SMCConfig(), 200, "SMC: 2,000 particles, 200 temperatures x 5 MALA steps, ESS/N < 0.5 resampling"),
     "mala": Preset(MALAChainConfig(), 1000, "2,000 parallel MALA chains, 1,000 steps (half burn-in)"),

@@ -24,9 +24,10 @@ class Trajectories:
     """A batch of B complete trajectories of T steps.
 
     Attributes:
-        states: (B, T + 1, d) positions, ``states[:, 0] = 0``.
+        states: (B, T + 1, d) positions; ``states[:, 0] = x_0 ~ p_0`` (0 on the bridge).
         log_pf: (B, T) forward log-probabilities ``log p_F(x_{k+1} | x_k)``.
-        log_pb: (B, T) backward log-probabilities ``log p_B(x_k | x_{k+1})`` (entry 0 is 0).
+        log_pb: (B, T) backward log-probabilities ``log p_B(x_k | x_{k+1})``; entry 0 also carries
+            ``- log p_0(x_0)`` (on the bridge it is 0).
         log_r: (B,) terminal log-rewards.
         log_f: (B, T + 1) log-flows of the visited states (last column = log_r), if the agent has flows.
         condition_index: (B,) which condition each trajectory had (conditional targets), else None.
@@ -41,7 +42,7 @@ class Trajectories:
 
     @property
     def log_weight(self) -> torch.Tensor:
-        """``log R(x_T) + sum log p_B - sum log p_F`` per trajectory."""
+        """``log R(x_T) + sum log p_B - log p_0(x_0) - sum log p_F`` per trajectory (p_0 folded in log_pb)."""
         return self.log_r + self.log_pb.sum(-1) - self.log_pf.sum(-1)
 
     @property
@@ -100,7 +101,7 @@ def sample_forward(
     need_log_r_states: bool = False,
     condition: torch.Tensor | None = None,
 ) -> Paths:
-    """Sample ``n`` paths from ``x_0 = 0`` with extra exploration variance ``exploration_std^2`` per step."""
+    """Sample ``n`` paths from ``x_0 ~ p_0`` with extra exploration variance ``exploration_std^2`` per step."""
     T, d = policy.num_steps, policy.dim
     device = policy.times.device
     t_emb, scale = policy.time_features(policy.times[:-1])
@@ -110,8 +111,10 @@ def sample_forward(
     noise = torch.randn(T, n, d, generator=generator, device=device)
     fixed_var = not policy.config.learn_variance
     if fixed_var:  # scale all the noise at once
-        noise.mul_(noise_std(policy.t_scale * policy.dt, exploration_std))
+        noise.mul_(policy.sampling_std(exploration_std))
     states = torch.zeros(T + 1, n, d, device=device)
+    if policy.reference.random_start:
+        states[0] = policy.initial_positions(n, generator)
     langevin = policy.langevin_scale is not None
     scores = torch.empty(T, n, d, device=device) if langevin else None
     log_r_states = torch.empty(T, n, device=device) if langevin else None
@@ -121,7 +124,7 @@ def sample_forward(
             log_r_states[k], score = clipped_score(reward, x, policy.config.clip_score)
             scores[k] = score
         ctx = t_emb[k] if c_emb is None else t_emb[k] + c_emb
-        mean, var = policy.kernel(x, ctx, None if scale is None else scale[k], score)
+        mean, var = policy.kernel(x, ctx, None if scale is None else scale[k], score, step=k)
         if fixed_var:
             x = torch.add(mean, noise[k], out=states[k + 1])
         else:
@@ -181,13 +184,13 @@ def sample_forward_reparam(
     c_emb = policy.embed_condition(condition)
     target = _bind(target, condition)
     noise = torch.randn(n, T, d, generator=generator, device=device)
-    x = torch.zeros(n, d, device=device)
+    x = policy.initial_positions(n, generator)
     states, log_pf, score = [x], [], None
     for k in range(T):
         if policy.langevin_scale is not None:
             score = clipped_score(target, x, policy.config.clip_score)[1]
         ctx = t_emb[k] if c_emb is None else t_emb[k] + c_emb
-        mean, var = policy.kernel(x, ctx, None if scale is None else scale[k], score)
+        mean, var = policy.kernel(x, ctx, None if scale is None else scale[k], score, step=k)
         eps = noise[:, k]
         if isinstance(var, torch.Tensor):
             x = mean + var.sqrt() * eps

@@ -6,6 +6,7 @@ Importing this package registers ``DiffSampler-<Target>-v0`` for every entry of 
     env = gymnasium.make("DiffSampler-Manywell-v0", dim=64)
     vec = gymnasium.make_vec("DiffSampler-GMM25-v0", num_envs=300)  # native torch vector env
     vae = gymnasium.make("DiffSampler-VAE-v0", data_path="../shared/data")  # conditional: obs [z, t, image]
+    env = gymnasium.make("DiffSampler-Funnel-v0", reference="vp")  # VP (Ornstein-Uhlenbeck) reference
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ for _name, _target in ENV_TARGETS.items():
             disable_env_checker=False,
         )
 
-_MDP_KWARGS = ("num_steps", "t_scale", "reward_mode", "device")
+_MDP_KWARGS = ("num_steps", "t_scale", "reward_mode", "device", "reference", "reference_kwargs")
 
 
 def make_mdp(env_id: str, **kwargs) -> DiffusionMDP:

@@ -25,13 +25,26 @@ from envs.sampler_mdp import DiffusionMDP
 from envs.targets import Target, make_target
 
 
-def _build_mdp(target, num_steps, t_scale, reward_mode, device, target_kwargs) -> DiffusionMDP:
+def _build_mdp(target, num_steps, t_scale, reward_mode, device, reference, reference_kwargs, target_kwargs):
     if isinstance(target, Target):
         if target_kwargs:
             raise ValueError(f"target keyword arguments {target_kwargs!r} given with a Target instance")
     else:
         target = make_target(target, **target_kwargs)
-    return DiffusionMDP(target, num_steps=num_steps, t_scale=t_scale, reward_mode=reward_mode, device=device)
+    return DiffusionMDP(
+        target,
+        num_steps=num_steps,
+        t_scale=t_scale,
+        reward_mode=reward_mode,
+        device=device,
+        reference=reference,
+        reference_kwargs=reference_kwargs,
+    )
+
+
+def _torch_generator(np_random: np.random.Generator, device) -> torch.Generator:
+    """A torch generator on ``device`` seeded from the env's numpy generator (draws one integer)."""
+    return torch.Generator(device).manual_seed(int(np_random.integers(2**62)))
 
 
 def _spaces(mdp: DiffusionMDP, action_bound: float | None):
@@ -81,8 +94,10 @@ def _no_condition_options(mdp: DiffusionMDP, options: dict | None) -> None:
 
 
 def default_action_bound(mdp: DiffusionMDP, n_std: float = 5.0) -> float:
-    """A bound of ``n_std`` reference standard deviations per step, ``n_std * sigma * sqrt(dt)``."""
-    return n_std * math.sqrt(mdp.t_scale * mdp.dt)
+    """A bound of ``n_std`` reference standard deviations of the largest step (``n_std * sigma * sqrt(dt)``
+    for the bridge; ``n_std * sigma * sqrt(max_k a_k)`` for VP)."""
+    var = mdp.reference.forward_coefs()[1]
+    return n_std * math.sqrt(float(var.max()) if isinstance(var, torch.Tensor) else var)
 
 
 def _check_action_values(a: torch.Tensor, bound: float | None, rows: torch.Tensor | None = None) -> None:
@@ -114,6 +129,8 @@ class DiffSamplerEnv(gym.Env):
         reward_mode: "terminal" or "soft_rl" (see ``envs.sampler_mdp``).
         action_bound: None for an unbounded action Box; a float b for Box(-b, b), which squashed-Gaussian
             agents need (about ``5 * sigma * sqrt(dt)``; see ``default_action_bound``).
+        reference: "bridge" (x_0 = 0) or "vp" (x_0 ~ N(0, sigma^2 I), drawn at reset from ``np_random``).
+        reference_kwargs: the reference's schedule parameters (``beta_min``, ``beta_max`` for "vp").
         **target_kwargs: passed to the target factory (e.g. ``dim=128`` for Manywell).
     """
 
@@ -127,15 +144,18 @@ class DiffSamplerEnv(gym.Env):
         reward_mode: str = "terminal",
         action_bound: float | None = None,
         render_mode: str | None = None,
+        reference: str = "bridge",
+        reference_kwargs: dict | None = None,
         **target_kwargs,
     ):
         if render_mode is not None:
             raise ValueError(f"DiffSamplerEnv has no render modes, got render_mode={render_mode!r}")
-        self.mdp = _build_mdp(target, num_steps, t_scale, reward_mode, "cpu", target_kwargs)
+        mdp_args = (num_steps, t_scale, reward_mode, "cpu", reference, reference_kwargs, target_kwargs)
+        self.mdp = _build_mdp(target, *mdp_args)
         self.observation_space, self.action_space = _spaces(self.mdp, action_bound)
         self.action_bound = None if action_bound is None else float(action_bound)
         placeholder = self.mdp.target.conditions[:1] if self.mdp.conditional else None  # until reset
-        self._episode = self.mdp.new_batch(1, placeholder)
+        self._episode = self.mdp.new_batch(1, placeholder, torch.Generator())  # reseeded from np_random at reset
 
     def _obs(self) -> np.ndarray:
         return self._episode.observe()[0].numpy().astype(np.float32)
@@ -143,6 +163,8 @@ class DiffSamplerEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         _no_condition_options(self.mdp, options)
+        if self.mdp.reference.random_start:
+            self._episode.generator = _torch_generator(self.np_random, "cpu")
         if not self.mdp.conditional:
             self._episode.reset()
             return self._obs(), {}
@@ -194,6 +216,8 @@ class DiffSamplerVectorEnv(VectorEnv):
         device: str | torch.device = "cpu",
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
+        reference: str = "bridge",
+        reference_kwargs: dict | None = None,
         **target_kwargs,
     ):
         if render_mode is not None:
@@ -202,11 +226,13 @@ class DiffSamplerVectorEnv(VectorEnv):
         if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
             raise ValueError(f"autoreset_mode must be NEXT_STEP or SAME_STEP, got {autoreset_mode!r}")
         self.metadata = {**self.metadata, "autoreset_mode": mode}
-        self.mdp = _build_mdp(target, num_steps, t_scale, reward_mode, device, target_kwargs)
+        mdp_args = (num_steps, t_scale, reward_mode, device, reference, reference_kwargs, target_kwargs)
+        self.mdp = _build_mdp(target, *mdp_args)
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"the number of episodes must be a positive integer, got {num_envs!r}")
         placeholder = self.mdp.target.conditions[:1].expand(num_envs, -1) if self.mdp.conditional else None
-        self.episodes = self.mdp.new_batch(num_envs, placeholder)  # conditions are drawn at reset
+        # conditions are drawn at reset; the generator draws random-start initial states
+        self.episodes = self.mdp.new_batch(num_envs, placeholder, torch.Generator(self.mdp.device))
         self.condition_index = torch.full((num_envs,), -1, dtype=torch.long) if self.mdp.conditional else None
         self.num_envs = num_envs
         self.action_bound = None if action_bound is None else float(action_bound)
@@ -222,6 +248,8 @@ class DiffSamplerVectorEnv(VectorEnv):
     def reset(self, *, seed: int | list | None = None, options: dict | None = None):
         super().reset(seed=seed)
         _no_condition_options(self.mdp, options)
+        if seed is not None:  # initial states of a random-start reference (also at autoresets)
+            self.episodes.generator = _torch_generator(self.np_random, self.mdp.device)
         mask = None if options is None else options.get("reset_mask")
         if mask is None:
             self._restart(None, options)

@@ -5,7 +5,7 @@ pure, batched tensor function with no state and no knowledge of agents or enviro
 
 Conventions
 -----------
-* ``T`` steps, ``dt = 1 / T``, times ``t_k = k * dt`` for ``k = 0..T``; ``x_0 = 0``.
+* ``T`` steps, ``dt = 1 / T``, times ``t_k = k * dt`` for ``k = 0..T``; ``x_0 = 0`` for the bridge.
 * ``sigma2`` is the target's ``t_scale``: the reference diffusion has variance ``sigma2 * dt`` per step.
 * Backward (reference) kernel, the Brownian bridge pinned at 0, for ``k >= 1``::
 
@@ -14,6 +14,9 @@ Conventions
   and ``p_B(x_0 | x_1) = delta_0`` whose log-probability is taken as 0.
 * The bridge is the time reversal of Brownian motion from 0, whose marginal at time ``t`` is
   ``N(0, sigma2 * t)``.
+
+The variance-preserving (Ornstein-Uhlenbeck) reference is defined below (``vp_*``); ``envs.reference``
+wraps both processes as selectable objects.
 """
 
 from __future__ import annotations
@@ -114,3 +117,97 @@ def reference_marginal_log_prob(x: torch.Tensor, t, t_scale: float) -> torch.Ten
     """``log N(x; 0, sigma2 * t I)``, the reference process's marginal at time ``t > 0``."""
     var = t_scale * t
     return gaussian_log_prob(x, torch.zeros_like(x), var)
+
+
+# --- variance-preserving (Ornstein-Uhlenbeck) reference -------------------------------------------
+#
+# Diffusion time runs the other way from the MDP's: tau = 1 - t (tau = 0 at the data end x_T, tau = 1
+# at the noise end x_0). The noising process is the VP SDE of Song et al. (2021) with stationary law
+# N(0, sigma2 I):
+#
+#     dY = -1/2 beta(tau) Y dtau + sigma sqrt(beta(tau)) dW,   beta(tau) = beta_min + (beta_max - beta_min) tau,
+#
+# the linear schedule of DIS/DDS-style VP samplers (beta_min = 0.1, beta_max = 10 by default, as in
+# Berner et al.'s ``vp_10``). It is linear, so its transition over [tau, tau'] is exactly Gaussian:
+#
+#     Y_tau' | Y_tau ~ N( exp(-B/2) Y_tau,  sigma2 (1 - exp(-B)) ),   B = int_tau^tau' beta.
+#
+# Step k of the MDP (x_k <- x_{k+1}) covers tau in [1 - t_{k+1}, 1 - t_k], hence the backward kernel
+#
+#     p_B(x_k | x_{k+1}) = N( sqrt(1 - a_k) x_{k+1},  sigma2 a_k ),   a_k = 1 - exp(-B_k),
+#     B_k = int_{1 - t_{k+1}}^{1 - t_k} beta = dt * beta(1 - (t_k + t_{k+1}) / 2)   (exact: beta is linear),
+#
+# for every k = 0..T-1, including k = 0: x_0 is not pinned. The reference path measure starts from
+# x_0 ~ p_0 = N(0, sigma2 I), the stationary law, so its marginal is N(0, sigma2 I) at every t and the
+# stationary chain is reversible: its forward kernel is the same Gaussian, N(sqrt(1 - a_k) x_k, sigma2 a_k).
+# Given x_T, x_k ~ N(exp(-I(1 - t_k) / 2) x_T, sigma2 (1 - exp(-I(1 - t_k)))) with I(tau) = int_0^tau beta.
+#
+# Log-weights with a random start: E_{p_F}[w] = Z for
+#     log w = log R(x_T) + sum_k log p_B(x_k | x_{k+1}) - log p_0(x_0) - sum_k log p_F(x_{k+1} | x_k),
+# since E_{p_F}[w] = int R(x_T) prod_k p_B(x_k | x_{k+1}) dx_{0:T} and the p_B integrate to 1 (x_0 first),
+# so "- log p_0(x_0)" is folded into the k = 0 entry of log p_B (for the bridge both p_0 and
+# p_B(x_0 | x_1) are the point mass at 0 and that entry is 0). Every objective then runs unchanged.
+
+
+def check_vp_args(beta_min: float, beta_max: float) -> None:
+    """Raise a ValueError naming the value unless ``0 < beta_min <= beta_max < inf``."""
+    for name, value in (("beta_min", beta_min), ("beta_max", beta_max)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if beta_min > beta_max:
+        raise ValueError(f"beta_min must be <= beta_max, got beta_min={beta_min!r} > beta_max={beta_max!r}")
+
+
+def vp_integrated_beta(tau, beta_min: float, beta_max: float):
+    """``I(tau) = int_0^tau beta = beta_min tau + (beta_max - beta_min) tau^2 / 2``."""
+    return beta_min * tau + 0.5 * (beta_max - beta_min) * tau * tau
+
+
+def vp_step_integrals(num_steps: int, beta_min: float, beta_max: float) -> torch.Tensor:
+    """``B_k = int beta`` over MDP step k (between t_k and t_{k+1}), shape ``(T,)``, float64 on the CPU."""
+    tau = 1.0 - time_grid(num_steps, dtype=torch.float64)
+    big_i = vp_integrated_beta(tau, beta_min, beta_max)
+    return big_i[:-1] - big_i[1:]
+
+
+def vp_log_pb_path(states: torch.Tensor, rho: torch.Tensor, var: torch.Tensor, t_scale: float) -> torch.Tensor:
+    """``(B, T)`` backward log-probabilities of paths ``(B, T + 1, d)`` under the VP reference.
+
+    ``rho = sqrt(1 - a)`` and ``var = sigma2 a`` are ``(T,)`` in the states' dtype and device. Entry
+    ``k`` is ``log N(x_k; rho_k x_{k+1}, var_k)``; entry 0 also carries ``- log p_0(x_0)``.
+    """
+    d = states.shape[-1]
+    resid = states[:, :-1] - rho.unsqueeze(-1) * states[:, 1:]
+    lp = -0.5 * (resid.square().sum(-1) / var) - 0.5 * d * (var.log() + LOG_2PI)
+    log_p0 = gaussian_log_prob(states[:, 0], torch.zeros_like(states[:, 0]), t_scale)
+    return torch.cat([lp[:, :1] - log_p0.unsqueeze(-1), lp[:, 1:]], dim=1)
+
+
+def vp_log_pb(x_prev, x_next, k_next, rho: torch.Tensor, var: torch.Tensor, t_scale: float) -> torch.Tensor:
+    """``log p_B(x_prev | x_next)`` for transitions ending at step ``k_next`` (int or integer tensor of
+    shape ``x.shape[:-1]``); transitions with ``k_next == 1`` also carry ``- log p_0(x_prev)``."""
+    k = torch.as_tensor(k_next, device=x_next.device) - 1
+    r, v = rho[k], var[k]
+    d = x_prev.shape[-1]
+    lp = -0.5 * ((x_prev - r.unsqueeze(-1) * x_next).square().sum(-1) / v) - 0.5 * d * (v.log() + LOG_2PI)
+    log_p0 = gaussian_log_prob(x_prev, torch.zeros_like(x_prev), t_scale)
+    return torch.where(k == 0, lp - log_p0, lp)
+
+
+def vp_sample_backward(
+    x_last: torch.Tensor, rho: torch.Tensor, std: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Paths ``(B, T + 1, d)`` drawn backward through the VP kernels from ``x_last`` ``(B, d)``.
+
+    ``x_k = rho_k x_{k+1} + std_k eps_k`` with ``std = sigma sqrt(a)``: T fused batched steps (a loop
+    over time, never over the batch); ``states[:, T] = x_last`` exactly.
+    """
+    b, d = x_last.shape
+    num_steps = rho.shape[0]
+    noise = torch.randn(num_steps, b, d, generator=generator, dtype=x_last.dtype, device=x_last.device)
+    noise.mul_(std.view(-1, 1, 1))
+    states = x_last.new_empty(num_steps + 1, b, d)
+    states[num_steps] = x_last
+    for k, r in zip(range(num_steps - 1, -1, -1), rho.flip(0).tolist(), strict=True):
+        torch.add(noise[k], states[k + 1], alpha=r, out=states[k])
+    return states.transpose(0, 1).contiguous()

@@ -4,10 +4,12 @@
 pure batched functions; ``EpisodeBatch`` holds the state of ``n`` episodes (positions and
 per-episode step counters) so that adapters can step them together and reset them one by one.
 
-State ``s_k = (x_k, t_k)``, ``x_0 = 0``; an action is the next position ``x_{k+1}``; the episode
-terminates at ``k = T`` with reward ``log R(x_T)``. In ``"soft_rl"`` mode every step also pays
-``log p_B(x_k | x_{k+1})``, so that the undiscounted return minus the policy's log-probabilities is
-the trajectory's log-weight ``log R + sum log p_B - sum log p_F``.
+State ``s_k = (x_k, t_k)``; ``x_0 ~ p_0``, the reference's initial distribution (the point mass at 0
+for the default Brownian bridge, ``N(0, sigma^2 I)`` for the VP reference; see ``envs.reference``);
+an action is the next position ``x_{k+1}``; the episode terminates at ``k = T`` with reward
+``log R(x_T)``. In ``"soft_rl"`` mode every step also pays ``log p_B(x_k | x_{k+1})``, the first one
+minus ``log p_0(x_0)``, so that the undiscounted return minus the policy's log-probabilities is the
+trajectory's log-weight ``log R + sum log p_B - log p_0(x_0) - sum log p_F``.
 
 With a conditional target (``envs.targets.conditional``) every episode carries a condition c: the
 observation is ``[x, t, c]`` and the terminal reward ``log R(x_T | c)``. Unconditional MDPs take the
@@ -19,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from envs import process
+from envs.reference import Reference, make_reference
 from envs.targets import Target, is_conditional, make_target
 
 REWARD_MODES = ("terminal", "soft_rl")
@@ -33,6 +36,8 @@ class DiffusionMDP:
         t_scale: reference variance sigma^2 (default: the target's own).
         reward_mode: "terminal" (log R at the last step only) or "soft_rl" (plus log p_B every step).
         device, dtype: where and in which float type the batched state lives.
+        reference: a key of ``envs.reference.REFERENCES``: "bridge" (default) or "vp".
+        reference_kwargs: the reference's schedule parameters (e.g. ``{"beta_max": 20.0}`` for "vp").
     """
 
     def __init__(
@@ -43,6 +48,8 @@ class DiffusionMDP:
         reward_mode: str = "terminal",
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        reference: str = "bridge",
+        reference_kwargs: dict | None = None,
     ):
         self.target = make_target(target) if isinstance(target, str) else target
         t_scale = self.target.t_scale if t_scale is None else t_scale
@@ -54,6 +61,9 @@ class DiffusionMDP:
         self.reward_mode = reward_mode
         self.device = torch.device(device)
         self.dtype = dtype
+        if reference_kwargs is not None and not isinstance(reference_kwargs, dict):
+            raise ValueError(f"reference_kwargs must be a dict or None, got {reference_kwargs!r}")
+        self.reference: Reference = make_reference(reference, self.num_steps, self.t_scale, **(reference_kwargs or {}))
 
     @property
     def dim(self) -> int:
@@ -72,8 +82,9 @@ class DiffusionMDP:
         """Size of an episode's condition (0 for an unconditional target)."""
         return self.target.cond_dim if self.conditional else 0
 
-    def initial_positions(self, n: int) -> torch.Tensor:
-        return torch.zeros(n, self.dim, device=self.device, dtype=self.dtype)
+    def initial_positions(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` initial states ``x_0 ~ p_0`` (zeros for the bridge, no random numbers drawn)."""
+        return self.reference.initial_sample(n, self.dim, generator, self.device, self.dtype)
 
     def log_reward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """Terminal log-reward (given ``condition`` for a conditional target), with a clear error on NaN."""
@@ -83,15 +94,15 @@ class DiffusionMDP:
 
     def log_pb(self, x_prev: torch.Tensor, x_next: torch.Tensor, k_next) -> torch.Tensor:
         """``log p_B(x_prev | x_next)`` for transitions ending at step ``k_next`` (int or (B,) tensor)."""
-        return process.bridge_log_pb(x_prev, x_next, k_next, self.num_steps, self.t_scale)
+        return self.reference.log_pb(x_prev, x_next, k_next)
 
     def log_pb_path(self, states: torch.Tensor) -> torch.Tensor:
-        """``(B, T)`` backward log-probabilities of whole paths ``(B, T + 1, d)``."""
-        return process.bridge_log_pb_path(states, self.t_scale)
+        """``(B, T)`` backward log-probabilities of whole paths ``(B, T + 1, d)`` (entry 0 folded)."""
+        return self.reference.log_pb_path(states)
 
     def sample_backward(self, x_last: torch.Tensor, generator: torch.Generator | None = None):
         """Whole paths ``(B, T + 1, d)`` drawn backward through the reference from ``x_last``."""
-        return process.bridge_sample_backward(x_last, self.num_steps, self.t_scale, generator)
+        return self.reference.sample_backward(x_last, generator)
 
     def observe(self, x: torch.Tensor, k: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """Observation ``[x, t]`` of shape ``(B, d + 1)``, or ``[x, t, c]`` ``(B, d + 1 + cond_dim)``."""
@@ -117,13 +128,15 @@ class DiffusionMDP:
             reward = reward + torch.where(active, log_pb, torch.zeros_like(log_pb))
         return reward
 
-    def new_batch(self, n: int, condition: torch.Tensor | None = None) -> EpisodeBatch:
-        return EpisodeBatch(self, n, condition)
+    def new_batch(
+        self, n: int, condition: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> EpisodeBatch:
+        return EpisodeBatch(self, n, condition, generator)
 
     def __repr__(self) -> str:
         return (
             f"DiffusionMDP({self.target!r}, num_steps={self.num_steps}, t_scale={self.t_scale}, "
-            f"reward_mode={self.reward_mode!r})"
+            f"reward_mode={self.reward_mode!r}, reference={self.reference!r})"
         )
 
 
@@ -139,15 +152,24 @@ class EpisodeBatch:
     """The state of ``n`` episodes of one MDP: positions ``x`` (n, d) and step counters ``k`` (n,).
 
     For a conditional MDP also the episodes' conditions ``condition`` (n, cond_dim), given at
-    construction and at every reset (a reset episode may get a new condition).
+    construction and at every reset (a reset episode may get a new condition). ``generator`` (on the
+    MDP's device, or None for torch's global one) draws the initial states of a random-start reference
+    at every (full or masked) reset; adapters seed it.
     """
 
-    def __init__(self, mdp: DiffusionMDP, n: int, condition: torch.Tensor | None = None):
+    def __init__(
+        self,
+        mdp: DiffusionMDP,
+        n: int,
+        condition: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"the number of episodes must be a positive integer, got {n!r}")
         self.mdp = mdp
         self.n = n
-        self.x = mdp.initial_positions(n)
+        self.generator = generator
+        self.x = mdp.initial_positions(n, generator)
         self.k = torch.zeros(n, dtype=torch.long, device=mdp.device)
         self.condition = None
         if mdp.conditional:
@@ -177,11 +199,12 @@ class EpisodeBatch:
         elif condition is not None:
             raise ValueError(f"{self.mdp.target!r} is unconditional; episodes take no condition")
         if mask is None:
-            self.x.zero_()
+            self.x = self.mdp.initial_positions(self.n, self.generator)
             self.k.zero_()
         else:
-            self.x[mask] = 0.0
-            self.k[mask] = 0
+            fresh = self.mdp.initial_positions(self.n, self.generator)
+            self.x = torch.where(mask.unsqueeze(-1), fresh, self.x)
+            self.k = torch.where(mask, torch.zeros_like(self.k), self.k)
 
     @property
     def done(self) -> torch.Tensor:

@@ -53,7 +53,7 @@ def measure(preset: str, target: str, iterations: int, warmup: int, device: str,
     if threads:
         torch.set_num_threads(threads)
     env_id, kwargs = TARGETS[target]
-    mdp = envs.make_mdp(env_id, device=device, **kwargs)
+    mdp = envs.make_mdp(env_id, device=device, **{**get_preset(preset).env_kwargs, **kwargs})
     torch.manual_seed(0)
     agent = GFlowNetAgent(mdp, get_preset(preset).agent)
     gen = torch.Generator(device).manual_seed(0)

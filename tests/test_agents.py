@@ -106,7 +106,7 @@ def test_backward_paths_end_at_given_states_and_start_at_zero():
 
 
 def _train(preset, env_id, steps, seed=0, **env_kwargs):
-    mdp = envs.make_mdp(env_id, num_steps=10, **env_kwargs)
+    mdp = envs.make_mdp(env_id, num_steps=10, **{**PRESETS[preset].env_kwargs, **env_kwargs})
     torch.manual_seed(seed)
     agent = GFlowNetAgent(mdp, PRESETS[preset].agent)
     g = torch.Generator().manual_seed(seed)

@@ -168,7 +168,7 @@ def test_grouped_vargrad_uses_a_per_condition_log_z():
 
 
 def _agent(preset: str, seed: int, **overrides) -> GFlowNetAgent:
-    mdp = DiffusionMDP(tiny_vae(n=6), num_steps=T)
+    mdp = DiffusionMDP(tiny_vae(n=6), num_steps=T, **PRESETS[preset].env_kwargs)  # e.g. dds: the VP reference
     cfg = PRESETS[preset].agent
     small = dict(batch_size=12, condition_repeats=3) | overrides
     if cfg.backward_source == "buffer":
