@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.baselines.rl_config import RLConfig
 from agents.gflownet import GFlowNetConfig
 from agents.policy import PolicyConfig
 
@@ -38,6 +39,7 @@ _LP = PolicyConfig(langevin=True)
 # Local search: both-ways training, rank-prioritised buffers of 600,000, MALA every 100 iterations
 # (200 steps, burn-in 100, step size adapted toward acceptance 0.574).
 _LS = dict(backward_source="buffer")
+_SOFT_RL = {"reward_mode": "soft_rl"}
 
 PRESETS: dict[str, Preset] = {
     "tb": Preset(GFlowNetConfig("tb"), 25_000, "trajectory balance, on-policy"),
@@ -55,6 +57,15 @@ PRESETS: dict[str, Preset] = {
     ),
     "pis": Preset(GFlowNetConfig("pis"), 25_000, "path integral sampler (reparameterised KL)"),
     "pis-lp": Preset(GFlowNetConfig("pis", _LP), 10_000, "PIS + Langevin parametrisation"),
+    # RL baselines (agents.baselines.rl): budget in env steps, soft-RL rewards (gamma 1, entropy coefficient 1).
+    "sb3-sac": Preset(RLConfig("sb3-sac"), 3_000_000, "Stable-Baselines3 SAC, max-entropy RL", _SOFT_RL),
+    "sb3-ppo": Preset(
+        RLConfig("sb3-ppo", batch_size=3000, learning_rate=1e-4, action_bound_std=50.0),
+        3_000_000,
+        "Stable-Baselines3 PPO, entropy bonus 1",
+        _SOFT_RL,
+    ),
+    "ts-sac": Preset(RLConfig("ts-sac"), 3_000_000, "Tianshou SAC, max-entropy RL", _SOFT_RL),
 }
 
 

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from agents.baselines import rl as rl_baselines
 from agents.config import apply_overrides, field_paths
 from agents.gflownet import GFlowNetConfig
 from agents.presets import Preset, get_preset
@@ -85,7 +86,7 @@ class GFlowNetRunner:
 
 
 # Preset agent-config type -> runner. Baseline modules add their entries here.
-RUNNERS: dict[type, Runner] = {GFlowNetConfig: GFlowNetRunner()}
+RUNNERS: dict[type, Runner] = {GFlowNetConfig: GFlowNetRunner(), **rl_baselines.RUNNERS}
 
 
 def runner_for(preset_name: str) -> Runner:

@@ -112,6 +112,7 @@ def measure_local_search(target: str, device: str, threads: int | None, cycles: 
 
 
 def main(argv=None) -> int:
+    from agents.gflownet import GFlowNetConfig
     from agents.presets import PRESETS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,7 +137,8 @@ def main(argv=None) -> int:
     if args.one_ls:
         print(json.dumps(measure_local_search(args.one_ls, args.device, args.threads)))
         return 0
-    presets = sorted(PRESETS) if args.presets == "all" else args.presets.split(",")
+    gflownet = sorted(n for n, p in PRESETS.items() if isinstance(p.agent, GFlowNetConfig))  # RL baselines: compare_rl
+    presets = gflownet if args.presets == "all" else args.presets.split(",")
     targets = list(TARGETS) if args.targets == "all" else args.targets.split(",")
     for name in presets:
         if name not in PRESETS:
