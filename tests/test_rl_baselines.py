@@ -25,13 +25,14 @@ from tianshou.env import DummyVectorEnv  # noqa: E402
 import envs  # noqa: E402
 from agents.baselines import rl  # noqa: E402
 from agents.baselines.rl_config import RLConfig, RLRunConfig  # noqa: E402
-from agents.baselines.rl_envs import make_sb3_vec_env, make_tianshou_vec_env  # noqa: E402
+from agents.baselines.rl_envs import make_plain_env, make_sb3_vec_env, make_tianshou_vec_env  # noqa: E402
 from agents.baselines.rl_eval import path_log_pf, sample_trajectories  # noqa: E402
 from agents.metrics import log_weights  # noqa: E402
 from agents.runs import RunSpec  # noqa: E402
 from agents.runs import run as run_spec  # noqa: E402
 from agents.training import FINAL_KEYS  # noqa: E402
 from envs.gym_env import default_action_bound  # noqa: E402
+from envs.process import gaussian_log_prob  # noqa: E402
 from scripts import train_agent  # noqa: E402
 
 T = 5
@@ -58,10 +59,11 @@ def _actions(n, d, seed, scale=0.3):
     return np.random.default_rng(seed).normal(0.1, scale, size=(n, d)).astype(np.float32)
 
 
-def test_sb3_adapter_matches_dummy_vec_env_of_plain_envs():
+@pytest.mark.parametrize("shaping", [False, True])
+def test_sb3_adapter_matches_dummy_vec_env_of_plain_envs(shaping):
     kwargs = dict(num_steps=T, reward_mode="soft_rl", action_bound=2.0)
-    ours = make_sb3_vec_env("DiffSampler-GMM25-v0", 3, **kwargs)
-    ref = DummyVecEnv([lambda: gym.make("DiffSampler-GMM25-v0", **kwargs) for _ in range(3)])
+    ours = make_sb3_vec_env("DiffSampler-GMM25-v0", 3, shaping, **kwargs)
+    ref = DummyVecEnv([lambda: make_plain_env("DiffSampler-GMM25-v0", shaping, **kwargs) for _ in range(3)])
     ours.seed(3)
     np.testing.assert_array_equal(ours.reset(), ref.reset())
     assert ours.observation_space == ref.observation_space and ours.action_space == ref.action_space
@@ -84,10 +86,11 @@ def test_sb3_adapter_matches_dummy_vec_env_of_plain_envs():
         type(ours)(gym.make_vec("DiffSampler-GMM25-v0", num_envs=2))
 
 
-def test_tianshou_adapter_matches_dummy_vector_env_with_env_ids():
+@pytest.mark.parametrize("shaping", [False, True])
+def test_tianshou_adapter_matches_dummy_vector_env_with_env_ids(shaping):
     kwargs = dict(num_steps=T, reward_mode="soft_rl")
-    ours = make_tianshou_vec_env("DiffSampler-Gaussian-v0", 3, **kwargs)
-    ref = DummyVectorEnv([lambda: gym.make("DiffSampler-Gaussian-v0", **kwargs) for _ in range(3)])
+    ours = make_tianshou_vec_env("DiffSampler-Gaussian-v0", 3, shaping, **kwargs)
+    ref = DummyVectorEnv([lambda: make_plain_env("DiffSampler-Gaussian-v0", shaping, **kwargs) for _ in range(3)])
     assert len(ours) == 3 and ours.action_space == [ours.venv.single_action_space] * 3
     np.testing.assert_array_equal(ours.reset()[0], ref.reset()[0])
     schedule = [None, [0, 2], [1], [1], None, None, None, [0, 2]]  # env 1 finishes one step before 0 and 2
@@ -98,7 +101,7 @@ def test_tianshou_adapter_matches_dummy_vector_env_with_env_ids():
         np.testing.assert_allclose(o1, o2, atol=1e-6)
         np.testing.assert_allclose(r1, r2, rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(t1, t2)
-        assert not u1.any() and [i["env_id"] for i in i1] == [i["env_id"] for i in i2]
+        assert not u1.any() and len(i1) == len(i2) == n
         done = np.flatnonzero(t1)
         if done.size:
             ids_done = np.arange(3)[done] if ids is None else np.asarray(ids)[done]
@@ -132,14 +135,17 @@ def test_log_pi_is_a_normalised_density_in_env_action_units(algo):
     torch.testing.assert_close(lp, head.log_prob(obs.expand(20_000, -1), x), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("shaping", [False, True])
 @pytest.mark.parametrize("algo", ALGOS)
-def test_soft_rl_return_minus_log_pi_is_the_log_weight(algo):
-    """Policy samples replayed through the SB3 adapter: sum r - sum log pi = log R + sum log p_B - sum log p_F."""
+def test_soft_rl_return_minus_log_pi_is_the_log_weight(algo, shaping):
+    """Policy samples replayed through the SB3 adapter: sum r - sum log pi = log R + sum log p_B - sum log p_F,
+    with or without the reference-potential shaping (which moves reward between steps, not in total)."""
     n = 4
     _, _, head, mdp = _untrained(algo)
     traj = sample_trajectories(mdp, head, n, torch.Generator().manual_seed(1))
     bound = default_action_bound(mdp, 50.0 if algo == "sb3-ppo" else 10.0)
-    venv = make_sb3_vec_env("DiffSampler-Gaussian-v0", n, num_steps=T, reward_mode="soft_rl", action_bound=bound)
+    kwargs = dict(num_steps=T, reward_mode="soft_rl", action_bound=bound)
+    venv = make_sb3_vec_env("DiffSampler-Gaussian-v0", n, shaping, **kwargs)
     venv.reset()
     increments = (traj.states[:, 1:] - traj.states[:, :-1]).numpy()
     rewards = np.stack([venv.step(increments[:, k])[1] for k in range(T)], 1)
@@ -148,6 +154,10 @@ def test_soft_rl_return_minus_log_pi_is_the_log_weight(algo):
     torch.testing.assert_close(soft_return, expected.double(), rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(soft_return, traj.log_weight.double(), rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(path_log_pf(mdp, head, traj.states), traj.log_pf, rtol=1e-4, atol=1e-3)
+    if shaping:  # before the last step, the shaped reward is the reference's forward log-density
+        inc = torch.as_tensor(increments[:, :-1])
+        forward = gaussian_log_prob(inc, torch.zeros_like(inc), mdp.t_scale * mdp.dt)
+        torch.testing.assert_close(torch.as_tensor(rewards[:, :-1]), forward, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -251,3 +261,18 @@ def test_equal_energy_budgets_and_comparison_table():
     table = cmp.markdown(rows).splitlines()
     assert len(table) == 4 and "| Gaussian | tb-expl | 2 iterations |" in table[2]
     assert "| Gaussian | sb3-ppo | 3,000 env steps |" in table[3] and table[3].endswith("| 600 |")
+
+
+@pytest.mark.slow
+def test_sb3_sac_learns_the_gaussian_log_z():
+    """The soft-RL bookkeeping end to end (benchmarks/results/rl_sb3_sac_gaussian_sanity.json): ~5 min."""
+    spec = RunSpec(
+        "DiffSampler-Gaussian-v0",
+        "sb3-sac",
+        budget=1_000_000,
+        env_kwargs={"num_steps": 10},
+        overrides={"n_envs": "100", "init_at_reference": "false", "reward_shaping": "false"},
+        threads=1,
+    )
+    result = run_spec(spec, None)
+    assert result["delta_log_z_rw"] < 0.1 and result["delta_log_z"] < 0.6

@@ -40,9 +40,13 @@ class RLConfig:
         action_bound_std: the action Box half-width in reference steps ``sigma * sqrt(dt)``. Squashed
             (SAC) policies map [-1, 1] onto it; SB3 clips PPO's Gaussian actions to it, so for PPO it
             must be wide enough never to bind (the PPO preset uses 50 reference steps).
-        init_std_at_reference: start the policy's noise at the reference process's step std
-            ``sigma * sqrt(dt)`` (our samplers start at the reference too), instead of the library's
-            default (std 1 before squashing / in env units).
+        init_at_reference: start the policy at the reference process, like our samplers: zero mean
+            (last mean layer zeroed) and noise of the reference's step std ``sigma * sqrt(dt)``, instead
+            of the library's initialisation (a random mean drift, which accumulates over T steps, and
+            std 1 before squashing / in env units).
+        reward_shaping: shape rewards with the reference marginal as potential
+            (``agents.baselines.rl_shaping``): every episode's return is unchanged, but TD learning no
+            longer drifts away from the reference before the terminal reward has propagated.
     """
 
     algorithm: str = "sb3-sac"
@@ -60,7 +64,8 @@ class RLConfig:
     n_epochs: int = 1
     clip_range: float = 0.2
     action_bound_std: float = 10.0
-    init_std_at_reference: bool = True
+    init_at_reference: bool = True
+    reward_shaping: bool = True
 
     def __post_init__(self):
         if self.algorithm not in ALGORITHM_NAMES:

@@ -21,6 +21,7 @@ from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 from tianshou.env import BaseVectorEnv
 
+from agents.baselines.rl_shaping import PotentialShaping, ReferenceShapingWrapper
 from envs.gym_env import DiffSamplerVectorEnv, _check_action_values
 
 _SINGLE_SPACES = {"observation_space": "single_observation_space", "action_space": "single_action_space"}
@@ -44,15 +45,19 @@ class SB3VecEnv(VecEnv):
     A finished episode restarts within the same ``step``: its last observation is in
     ``infos[i]["terminal_observation"]`` and ``infos[i]["TimeLimit.truncated"]`` is False (episodes
     terminate at k = T, they are never truncated). Seeds from ``seed()`` go to the next ``reset()``.
-    All envs share one torch core, so ``get_attr`` / ``env_method`` act on it once.
+    All envs share one torch core, so ``get_attr`` / ``env_method`` act on it once. With ``shaping``
+    the rewards get the reference-potential shaping of ``agents.baselines.rl_shaping`` (same returns).
     """
 
-    def __init__(self, venv: DiffSamplerVectorEnv):
+    def __init__(self, venv: DiffSamplerVectorEnv, shaping: bool = False):
         self.venv = _native(venv)
         mode = self.venv.metadata["autoreset_mode"]
         if mode != AutoresetMode.SAME_STEP:
             raise ValueError(f"SB3VecEnv needs autoreset_mode SAME_STEP, got {mode}")
         self._actions: np.ndarray | None = None
+        self.shaping = (
+            PotentialShaping(self.venv.num_envs, self.venv.mdp.t_scale, self.venv.device) if shaping else None
+        )
         super().__init__(self.venv.num_envs, self.venv.single_observation_space, self.venv.single_action_space)
 
     @property
@@ -61,6 +66,8 @@ class SB3VecEnv(VecEnv):
 
     def reset(self) -> np.ndarray:
         obs, _ = self.venv.reset(seed=self._seeds[0])
+        if self.shaping is not None:
+            self.shaping.reset()
         self._reset_seeds()
         self._reset_options()
         return obs.cpu().numpy()
@@ -73,6 +80,9 @@ class SB3VecEnv(VecEnv):
             raise RuntimeError("step_wait() called without a pending step_async(actions)")
         actions, self._actions = self._actions, None
         obs, reward, terminated, truncated, info = self.venv.step(actions)
+        if self.shaping is not None:
+            next_obs = torch.where(terminated.unsqueeze(-1), info["final_obs"], obs) if "final_obs" in info else obs
+            reward = self.shaping.shape(reward, next_obs, terminated)
         dones = (terminated | truncated).cpu().numpy()
         infos: list[dict] = [{} for _ in range(self.num_envs)]
         if dones.any():
@@ -109,12 +119,16 @@ class TianshouVectorEnv(BaseVectorEnv):
 
     ``reset(env_id)`` and ``step(action, id)`` act on the listed envs only (the others keep their
     state), as Tianshou's collectors call them; there is no autoreset: the collector resets finished
-    envs. Infos are ``{"env_id": i}``. Tianshou's worker machinery is not used: one torch batch
+    envs. Infos are empty dicts. Tianshou's worker machinery is not used: one torch batch
     holds every env, so ``BaseVectorEnv.__init__`` (one worker per env) is deliberately not called.
+    ``shaping`` as for ``SB3VecEnv``.
     """
 
-    def __init__(self, venv: DiffSamplerVectorEnv):
+    def __init__(self, venv: DiffSamplerVectorEnv, shaping: bool = False):
         self.venv = _native(venv)
+        self.shaping = (
+            PotentialShaping(self.venv.num_envs, self.venv.mdp.t_scale, self.venv.device) if shaping else None
+        )
         self.env_num = self.venv.num_envs
         self.wait_num = self.env_num
         self.timeout = None
@@ -152,8 +166,10 @@ class TianshouVectorEnv(BaseVectorEnv):
         return mask
 
     def _infos(self, ids: np.ndarray) -> np.ndarray:
+        # Empty dicts: Tianshou turns non-empty info dicts into a Batch at every step (costly for
+        # hundreds of envs), and its collectors need no entry of them.
         infos = np.empty(len(ids), dtype=object)
-        infos[:] = [{"env_id": int(i)} for i in ids]
+        infos[:] = [{} for _ in ids]
         return infos
 
     def reset(self, env_id=None, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -164,6 +180,8 @@ class TianshouVectorEnv(BaseVectorEnv):
             self._seed = None
         else:
             self.episodes.reset(self._mask(ids))
+        if self.shaping is not None:
+            self.shaping.reset(torch.as_tensor(ids, device=self.venv.device))
         obs = self.episodes.observe()[torch.as_tensor(ids, device=self.venv.device)]
         return obs.cpu().numpy(), self._infos(ids)
 
@@ -183,9 +201,11 @@ class TianshouVectorEnv(BaseVectorEnv):
         active = self._mask(ids)
         _check_action_values(full, self.venv.action_bound, active)
         reward, terminated = self.episodes.step(self.episodes.x + full, active)
-        obs = self.episodes.observe()[rows].cpu().numpy()
-        terminated = terminated[rows].cpu().numpy()
-        return obs, reward[rows].cpu().numpy(), terminated, np.zeros_like(terminated), self._infos(ids)
+        obs, reward, terminated = self.episodes.observe()[rows], reward[rows], terminated[rows]
+        if self.shaping is not None:
+            reward = self.shaping.shape(reward, obs, terminated, rows)
+        terminated = terminated.cpu().numpy()
+        return obs.cpu().numpy(), reward.cpu().numpy(), terminated, np.zeros_like(terminated), self._infos(ids)
 
     def seed(self, seed: int | list[int] | None = None) -> list[int | None]:
         first = seed[0] if isinstance(seed, (list, tuple)) else seed
@@ -205,11 +225,17 @@ def _make_native(env_id: str, n_envs: int, autoreset: AutoresetMode, **env_kwarg
     return _native(gymnasium.make_vec(env_id, num_envs=n_envs, autoreset_mode=autoreset, **env_kwargs))
 
 
-def make_sb3_vec_env(env_id: str, n_envs: int, **env_kwargs) -> SB3VecEnv:
+def make_sb3_vec_env(env_id: str, n_envs: int, shaping: bool = False, **env_kwargs) -> SB3VecEnv:
     """``n_envs`` episodes of ``env_id`` as one batched SB3 ``VecEnv``."""
-    return SB3VecEnv(_make_native(env_id, n_envs, AutoresetMode.SAME_STEP, **env_kwargs))
+    return SB3VecEnv(_make_native(env_id, n_envs, AutoresetMode.SAME_STEP, **env_kwargs), shaping)
 
 
-def make_tianshou_vec_env(env_id: str, n_envs: int, **env_kwargs) -> TianshouVectorEnv:
+def make_tianshou_vec_env(env_id: str, n_envs: int, shaping: bool = False, **env_kwargs) -> TianshouVectorEnv:
     """``n_envs`` episodes of ``env_id`` as one batched Tianshou vector env."""
-    return TianshouVectorEnv(_make_native(env_id, n_envs, AutoresetMode.NEXT_STEP, **env_kwargs))
+    return TianshouVectorEnv(_make_native(env_id, n_envs, AutoresetMode.NEXT_STEP, **env_kwargs), shaping)
+
+
+def make_plain_env(env_id: str, shaping: bool = False, **env_kwargs) -> gymnasium.Env:
+    """One ``gymnasium.make`` env (for the libraries' own ``DummyVecEnv``), optionally reward-shaped."""
+    env = gymnasium.make(env_id, **env_kwargs)
+    return ReferenceShapingWrapper(env) if shaping else env

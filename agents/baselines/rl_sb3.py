@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import math
 
-import gymnasium
 import torch
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agents.baselines.rl_config import RLConfig
-from agents.baselines.rl_envs import make_sb3_vec_env
+from agents.baselines.rl_envs import make_plain_env, make_sb3_vec_env
 from agents.baselines.rl_eval import SB3GaussianHead, SB3SquashedHead
 from envs.sampler_mdp import DiffusionMDP
 
@@ -45,9 +44,9 @@ class _Progress(BaseCallback):
 def make_env(cfg: RLConfig, env_id: str, env_kwargs: dict):
     """The SB3 vector env and the targets whose energy evaluations count as the training budget."""
     if cfg.vec_env == "batched":
-        venv = make_sb3_vec_env(env_id, cfg.n_envs, **env_kwargs)
+        venv = make_sb3_vec_env(env_id, cfg.n_envs, cfg.reward_shaping, **env_kwargs)
         return venv, [venv.mdp.target]
-    venv = DummyVecEnv([lambda: gymnasium.make(env_id, **env_kwargs) for _ in range(cfg.n_envs)])
+    venv = DummyVecEnv([lambda: make_plain_env(env_id, cfg.reward_shaping, **env_kwargs) for _ in range(cfg.n_envs)])
     return venv, [env.unwrapped.mdp.target for env in venv.envs]
 
 
@@ -77,9 +76,11 @@ class SB3SAC:
             device=device,
             verbose=0,
         )
-        if cfg.init_std_at_reference:
-            # pre-squashing std 1 / action_bound_std: increments of std ~ sigma sqrt(dt) near the centre
+        if cfg.init_at_reference:
+            # zero mean, pre-squashing std 1 / action_bound_std: increments ~ N(0, sigma^2 dt) near the centre
             with torch.no_grad():
+                model.actor.mu.weight.zero_()
+                model.actor.mu.bias.zero_()
                 model.actor.log_std.bias.fill_(-math.log(cfg.action_bound_std))
         return model
 
@@ -107,9 +108,9 @@ class SB3PPO:
         if rollout % cfg.batch_size:
             raise ValueError(f"PPO batch_size {cfg.batch_size} must divide the rollout n_envs * T = {rollout}")
         policy_kwargs = {"net_arch": _net_arch(cfg)}
-        if cfg.init_std_at_reference:
+        if cfg.init_at_reference:
             policy_kwargs["log_std_init"] = 0.5 * math.log(mdp.t_scale * mdp.dt)
-        return PPO(
+        model = PPO(
             "MlpPolicy",
             venv,
             learning_rate=cfg.learning_rate,
@@ -126,6 +127,11 @@ class SB3PPO:
             device=device,
             verbose=0,
         )
+        if cfg.init_at_reference:
+            with torch.no_grad():
+                model.policy.action_net.weight.zero_()
+                model.policy.action_net.bias.zero_()
+        return model
 
     save = staticmethod(SB3SAC.save)
 

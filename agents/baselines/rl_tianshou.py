@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 
-import gymnasium
 import numpy as np
 import torch
 from tianshou.algorithm import SAC
@@ -23,7 +22,7 @@ from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorProbabilistic, ContinuousCritic
 
 from agents.baselines.rl_config import RLConfig
-from agents.baselines.rl_envs import make_tianshou_vec_env
+from agents.baselines.rl_envs import make_plain_env, make_tianshou_vec_env
 from agents.baselines.rl_eval import TianshouSquashedHead
 from envs.sampler_mdp import DiffusionMDP
 
@@ -37,9 +36,9 @@ class TianshouModel:
 
 def make_env(cfg: RLConfig, env_id: str, env_kwargs: dict):
     if cfg.vec_env == "batched":
-        venv = make_tianshou_vec_env(env_id, cfg.n_envs, **env_kwargs)
+        venv = make_tianshou_vec_env(env_id, cfg.n_envs, cfg.reward_shaping, **env_kwargs)
         return venv, [venv.mdp.target]
-    venv = DummyVectorEnv([lambda: gymnasium.make(env_id, **env_kwargs) for _ in range(cfg.n_envs)])
+    venv = DummyVectorEnv([lambda: make_plain_env(env_id, cfg.reward_shaping, **env_kwargs) for _ in range(cfg.n_envs)])
     return venv, [w.env.unwrapped.mdp.target for w in venv.workers]
 
 
@@ -63,8 +62,11 @@ class TianshouSAC:
             unbounded=True,
             conditioned_sigma=True,
         ).to(device)
-        if cfg.init_std_at_reference:
+        if cfg.init_at_reference:
             with torch.no_grad():
+                mu = _last_linear(actor.mu)
+                mu.weight.zero_()
+                mu.bias.zero_()
                 _last_linear(actor.sigma).bias.fill_(-math.log(cfg.action_bound_std))
 
         def critic():
