@@ -215,6 +215,16 @@ def test_cli_runs_an_rl_agent(tmp_path, capsys):
     result = json.loads((tmp_path / "metrics.json").read_text())
     assert result["energy_evaluations"] == 8 and result["modes_covered"] is not None
     assert "energy_evaluations" in capsys.readouterr().out
+    # SB3 SAC through SB3's own DummyVecEnv of gymnasium.make envs, from the CLI
+    args = ["--agent", "sb3-sac", "--vec-env", "dummy", "--n-envs", "2", "--env-steps", "20", "--batch-size", "8"]
+    args += ["--num-steps", "5", "--hidden", "16", "--eval-samples", "16", "--no-progress", "--run-dir", str(tmp_path)]
+    assert train_agent.main(["--env", "DiffSampler-Manywell-v0", "--dim", "4", *args]) == 0
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["agent"]["vec_env"] == "dummy" and config["env_kwargs"] == {
+        "reward_mode": "soft_rl",
+        "dim": 4,
+        "num_steps": 5,
+    }
 
 
 @pytest.mark.parametrize(

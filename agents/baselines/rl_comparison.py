@@ -104,6 +104,8 @@ def _fmt(value) -> str:
         return "–"
     if isinstance(value, int):
         return f"{value:,}"
+    if abs(value) >= 1e5:
+        return f"{value:.1e}"
     return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
 
 
@@ -117,6 +119,7 @@ def markdown(rows: list[dict]) -> str:
     lines = [head, "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         unit = "iterations" if isinstance(get_preset(r["method"]).agent, GFlowNetConfig) else "env steps"
+        unit = unit.removesuffix("s") if r["budget"] == 1 else unit
         cells = [r["target"], r["method"], f"{r['budget']:,} {unit}"] + [_fmt(r.get(c)) for c in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
