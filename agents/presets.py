@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.baselines.mcmc import MALAChainConfig, SMCConfig
+from agents.baselines.rl_config import RLConfig
 from agents.gflownet import GFlowNetConfig
 from agents.policy import PolicyConfig
 
@@ -43,6 +44,7 @@ _LP = PolicyConfig(langevin=True)
 # (200 steps, burn-in 100, step size adapted toward acceptance 0.574).
 _LS = dict(backward_source="buffer")
 _DDS_CLIP = dict(clip_output=10.0, clip_score=10.0)
+_SOFT_RL = {"reward_mode": "soft_rl"}
 
 PRESETS: dict[str, Preset] = {
     "tb": Preset(GFlowNetConfig("tb"), 25_000, "trajectory balance, on-policy"),
@@ -82,6 +84,15 @@ PRESETS: dict[str, Preset] = {
     # MCMC baselines (agents.baselines.mcmc): the budget is temperatures (SMC) or MALA steps (chains).
     "smc": Preset(SMCConfig(), 200, "SMC: 2,000 particles, 200 temperatures x 5 MALA steps, ESS/N < 0.5 resampling"),
     "mala": Preset(MALAChainConfig(), 1000, "2,000 parallel MALA chains, 1,000 steps (half burn-in)"),
+    # RL baselines (agents.baselines.rl): budget in env steps, soft-RL rewards (gamma 1, entropy coefficient 1).
+    "sb3-sac": Preset(RLConfig("sb3-sac"), 3_000_000, "Stable-Baselines3 SAC, max-entropy RL", _SOFT_RL),
+    "sb3-ppo": Preset(
+        RLConfig("sb3-ppo", batch_size=3000, learning_rate=1e-4, action_bound_std=50.0),
+        3_000_000,
+        "Stable-Baselines3 PPO, entropy bonus 1",
+        _SOFT_RL,
+    ),
+    "ts-sac": Preset(RLConfig("ts-sac"), 3_000_000, "Tianshou SAC, max-entropy RL", _SOFT_RL),
 }
 
 

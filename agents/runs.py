@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from agents.baselines import rl as rl_baselines
 from agents.baselines.mcmc import MALAChainConfig, SMCConfig
 from agents.baselines.mcmc_runs import MALA_RUNNER, SMC_RUNNER
 from agents.config import apply_overrides, field_paths
@@ -91,6 +92,7 @@ RUNNERS: dict[type, Runner] = {
     GFlowNetConfig: GFlowNetRunner(),
     SMCConfig: SMC_RUNNER,
     MALAChainConfig: MALA_RUNNER,
+    **rl_baselines.RUNNERS,
 }
 
 

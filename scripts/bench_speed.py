@@ -148,6 +148,7 @@ def measure_gradient(target: str, device: str, threads: int | None) -> dict:
 
 
 def main(argv=None) -> int:
+    from agents.gflownet import GFlowNetConfig
     from agents.presets import PRESETS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -182,7 +183,6 @@ def main(argv=None) -> int:
     if args.one_grad:
         print(json.dumps(measure_gradient(args.one_grad, args.device, args.threads)))
         return 0
-    from agents.gflownet import GFlowNetConfig
 
     trained = sorted(n for n, pr in PRESETS.items() if isinstance(pr.agent, GFlowNetConfig))  # timed by train steps
     presets = trained if args.presets == "all" else args.presets.split(",")

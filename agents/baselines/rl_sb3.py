@@ -1,0 +1,146 @@
+"""Stable-Baselines3 SAC and PPO as diffusion samplers (soft-RL settings fixed: gamma 1, entropy coefficient 1).
+
+SAC: ``ent_coef=1.0`` (a float, so it is not tuned), no reward normalisation; its tanh-squashed policy
+acts in the bounded Box of ``RLConfig.action_bound_std`` reference steps. PPO: ``gamma = gae_lambda = 1``,
+entropy bonus 1 and no advantage normalisation (which would rescale the returns against the bonus).
+SB3's PPO Gaussian has a state-independent std, so the entropy bonus is the exact max-entropy gradient
+(the entropies of later states do not depend on where the policy leads). One PPO rollout is one episode
+per env (``n_steps = T``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from agents.baselines.rl_config import RLConfig
+from agents.baselines.rl_envs import make_plain_env, make_sb3_vec_env
+from agents.baselines.rl_eval import SB3GaussianHead, SB3SquashedHead
+from envs.sampler_mdp import DiffusionMDP
+
+
+class _Progress(BaseCallback):
+    def __init__(self, total: int, enabled: bool):
+        super().__init__()
+        self.total, self.enabled, self.bar = total, enabled, None
+
+    def _on_training_start(self) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, disable=not self.enabled, unit="step", dynamic_ncols=True)
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.training_env.num_envs)
+        return True
+
+    def _on_training_end(self) -> None:
+        self.bar.close()
+
+
+def make_env(cfg: RLConfig, env_id: str, env_kwargs: dict):
+    """The SB3 vector env and the targets whose energy evaluations count as the training budget."""
+    if cfg.vec_env == "batched":
+        venv = make_sb3_vec_env(env_id, cfg.n_envs, cfg.reward_shaping, **env_kwargs)
+        return venv, [venv.mdp.target]
+    venv = DummyVecEnv([lambda: make_plain_env(env_id, cfg.reward_shaping, **env_kwargs) for _ in range(cfg.n_envs)])
+    return venv, [env.unwrapped.mdp.target for env in venv.envs]
+
+
+def _net_arch(cfg: RLConfig) -> list[int]:
+    return [cfg.hidden] * cfg.layers
+
+
+class SB3SAC:
+    head_type = SB3SquashedHead
+
+    @staticmethod
+    def build(cfg: RLConfig, venv, mdp: DiffusionMDP, seed: int, device: str) -> SAC:
+        model = SAC(
+            "MlpPolicy",
+            venv,
+            learning_rate=cfg.learning_rate,
+            buffer_size=cfg.buffer_size,
+            learning_starts=cfg.learning_starts,
+            batch_size=cfg.batch_size,
+            tau=cfg.tau,
+            gamma=1.0,
+            train_freq=(cfg.train_every, "step"),
+            gradient_steps=cfg.gradient_steps,
+            ent_coef=1.0,
+            policy_kwargs={"net_arch": _net_arch(cfg)},
+            seed=seed,
+            device=device,
+            verbose=0,
+        )
+        if cfg.init_at_reference:
+            # zero mean, pre-squashing std 1 / action_bound_std: increments ~ N(0, sigma^2 dt) near the centre
+            with torch.no_grad():
+                model.actor.mu.weight.zero_()
+                model.actor.mu.bias.zero_()
+                model.actor.log_std.bias.fill_(-math.log(cfg.action_bound_std))
+        return model
+
+    @staticmethod
+    def learn(model: SAC, env_steps: int, progress: bool) -> dict:
+        """Train; returns the env steps and gradient steps taken."""
+        model.learn(total_timesteps=env_steps, callback=_Progress(env_steps, progress))
+        return {"env_steps": model.num_timesteps, "gradient_steps": model._n_updates}
+
+    @staticmethod
+    def head(model: SAC) -> SB3SquashedHead:
+        return SB3SquashedHead(model.policy)
+
+    @staticmethod
+    def save(model, path) -> None:
+        model.save(str(path))
+
+
+class SB3PPO:
+    head_type = SB3GaussianHead
+
+    @staticmethod
+    def build(cfg: RLConfig, venv, mdp: DiffusionMDP, seed: int, device: str) -> PPO:
+        rollout = cfg.n_envs * mdp.num_steps
+        if rollout % cfg.batch_size:
+            raise ValueError(f"PPO batch_size {cfg.batch_size} must divide the rollout n_envs * T = {rollout}")
+        policy_kwargs = {"net_arch": _net_arch(cfg)}
+        if cfg.init_at_reference:
+            policy_kwargs["log_std_init"] = 0.5 * math.log(mdp.t_scale * mdp.dt)
+        model = PPO(
+            "MlpPolicy",
+            venv,
+            learning_rate=cfg.learning_rate,
+            n_steps=mdp.num_steps,
+            batch_size=cfg.batch_size,
+            n_epochs=cfg.n_epochs,
+            gamma=1.0,
+            gae_lambda=1.0,
+            clip_range=cfg.clip_range,
+            normalize_advantage=False,
+            ent_coef=1.0,
+            policy_kwargs=policy_kwargs,
+            seed=seed,
+            device=device,
+            verbose=0,
+        )
+        if cfg.init_at_reference:
+            with torch.no_grad():
+                model.policy.action_net.weight.zero_()
+                model.policy.action_net.bias.zero_()
+        return model
+
+    save = staticmethod(SB3SAC.save)
+
+    @staticmethod
+    def learn(model: PPO, env_steps: int, progress: bool) -> dict:
+        model.learn(total_timesteps=env_steps, callback=_Progress(env_steps, progress))
+        minibatches = model.n_envs * model.n_steps // model.batch_size  # SB3 counts epochs in _n_updates
+        return {"env_steps": model.num_timesteps, "gradient_steps": model._n_updates * minibatches}
+
+    @staticmethod
+    def head(model: PPO) -> SB3GaussianHead:
+        return SB3GaussianHead(model.policy)

@@ -1,0 +1,128 @@
+"""Tianshou 2 SAC as a diffusion sampler (gamma 1, fixed alpha 1, 1-step TD targets, no reward normalisation).
+
+The actor is Tianshou's ``ContinuousActorProbabilistic`` (unbounded mean, state-conditioned sigma), the
+policy its ``SACPolicy`` (tanh squashing, then ``action_scaling`` onto the env's Box). Training runs
+through Tianshou's own ``Collector`` and ``OffPolicyTrainer``: ``train_every * n_envs`` transitions per
+collection step, ``gradient_steps`` updates after each.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from tianshou.algorithm import SAC
+from tianshou.algorithm.modelfree.sac import SACPolicy
+from tianshou.algorithm.optim import AdamOptimizerFactory
+from tianshou.data import Collector, VectorReplayBuffer
+from tianshou.env import DummyVectorEnv
+from tianshou.trainer import OffPolicyTrainerParams
+from tianshou.utils.net.common import Net
+from tianshou.utils.net.continuous import ContinuousActorProbabilistic, ContinuousCritic
+
+from agents.baselines.rl_config import RLConfig
+from agents.baselines.rl_envs import make_plain_env, make_tianshou_vec_env
+from agents.baselines.rl_eval import TianshouSquashedHead
+from envs.sampler_mdp import DiffusionMDP
+
+
+class TianshouModel:
+    """The algorithm with the vector env it trains on (Tianshou keeps them apart)."""
+
+    def __init__(self, algorithm: SAC, venv, cfg: RLConfig):
+        self.algorithm, self.venv, self.cfg = algorithm, venv, cfg
+
+
+def make_env(cfg: RLConfig, env_id: str, env_kwargs: dict):
+    if cfg.vec_env == "batched":
+        venv = make_tianshou_vec_env(env_id, cfg.n_envs, cfg.reward_shaping, **env_kwargs)
+        return venv, [venv.mdp.target]
+    venv = DummyVectorEnv([lambda: make_plain_env(env_id, cfg.reward_shaping, **env_kwargs) for _ in range(cfg.n_envs)])
+    return venv, [w.env.unwrapped.mdp.target for w in venv.workers]
+
+
+def _last_linear(module: torch.nn.Module) -> torch.nn.Linear:
+    return [m for m in module.modules() if isinstance(m, torch.nn.Linear)][-1]
+
+
+class TianshouSAC:
+    head_type = TianshouSquashedHead
+
+    @staticmethod
+    def build(cfg: RLConfig, venv, mdp: DiffusionMDP, seed: int, device: str) -> TianshouModel:
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        obs_space, act_space = venv.observation_space[0], venv.action_space[0]
+        hidden = [cfg.hidden] * cfg.layers
+        obs_dim, act_dim = obs_space.shape[0], act_space.shape[0]
+        actor = ContinuousActorProbabilistic(
+            preprocess_net=Net(state_shape=obs_dim, hidden_sizes=hidden),
+            action_shape=act_dim,
+            unbounded=True,
+            conditioned_sigma=True,
+        ).to(device)
+        if cfg.init_at_reference:
+            with torch.no_grad():
+                mu = _last_linear(actor.mu)
+                mu.weight.zero_()
+                mu.bias.zero_()
+                _last_linear(actor.sigma).bias.fill_(-math.log(cfg.action_bound_std))
+
+        def critic():
+            net = Net(state_shape=obs_dim, action_shape=act_dim, hidden_sizes=hidden, concat=True)
+            return ContinuousCritic(preprocess_net=net).to(device)
+
+        policy = SACPolicy(actor=actor, action_space=act_space, observation_space=obs_space, action_scaling=True)
+        optim = AdamOptimizerFactory(lr=cfg.learning_rate)
+        algorithm = SAC(
+            policy=policy,
+            policy_optim=optim,
+            critic=critic(),
+            critic_optim=optim,
+            critic2=critic(),
+            critic2_optim=optim,
+            tau=cfg.tau,
+            gamma=1.0,
+            alpha=1.0,
+            n_step_return_horizon=1,
+        )
+        return TianshouModel(algorithm, venv, cfg)
+
+    @staticmethod
+    def learn(model: TianshouModel, env_steps: int, progress: bool) -> dict:
+        """Train; returns the env steps and gradient steps taken."""
+        cfg = model.cfg
+        collector = Collector(model.algorithm, model.venv, VectorReplayBuffer(cfg.buffer_size, cfg.n_envs))
+        collector.reset()
+        if cfg.learning_starts:
+            collector.collect(n_step=cfg.learning_starts, random=True)
+        per_collect = cfg.train_every * cfg.n_envs
+        random_steps = collector.collect_step
+        remaining = env_steps - random_steps
+        if remaining > 0:
+            model.algorithm.run_training(
+                OffPolicyTrainerParams(
+                    training_collector=collector,
+                    max_epochs=1,
+                    epoch_num_steps=remaining,
+                    collection_step_num_env_steps=per_collect,
+                    update_step_num_gradient_steps_per_sample=cfg.gradient_steps / per_collect,
+                    batch_size=cfg.batch_size,
+                    test_collector=None,
+                    verbose=False,
+                    show_progress=progress,
+                )
+            )
+        # the trainer resets the collector's counters (and envs) before training
+        steps = random_steps + (collector.collect_step if remaining > 0 else 0)
+        gradient_steps = math.ceil(max(remaining, 0) / per_collect) * cfg.gradient_steps
+        return {"env_steps": steps, "gradient_steps": gradient_steps}
+
+    @staticmethod
+    def head(model: TianshouModel) -> TianshouSquashedHead:
+        return TianshouSquashedHead(model.algorithm.policy)
+
+    @staticmethod
+    def save(model: TianshouModel, path) -> None:
+        torch.save(model.algorithm.state_dict(), f"{path}.pt")
