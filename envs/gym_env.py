@@ -177,10 +177,14 @@ class DiffSamplerEnv(gym.Env):
         x_next = self._episode.x + a
         if not bool(torch.isfinite(x_next).all()):
             raise ValueError(f"action {a[0].tolist()} overflows the state to a non-finite position")
+        x_prev = self._episode.x
         reward, terminated = self._episode.step(x_next)
         info = {}
-        if bool(terminated[0]):
-            info["log_reward"] = float(self.mdp.log_reward(self._episode.x, self._episode.condition)[0])
+        if bool(terminated[0]):  # log R(x_T) without a second energy evaluation
+            log_r = reward[0]
+            if self.mdp.reward_mode == "soft_rl":
+                log_r = log_r - self.mdp.log_pb(x_prev, self._episode.x, self.mdp.num_steps)[0]
+            info["log_reward"] = float(log_r)
         return self._obs(), float(reward[0]), bool(terminated[0]), False, info
 
     def _as_tensor(self, action) -> torch.Tensor:

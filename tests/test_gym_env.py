@@ -259,3 +259,18 @@ def test_numpy_integer_num_steps_is_accepted_and_bool_t_scale_rejected():
     assert env.unwrapped.mdp.num_steps == 7
     with pytest.raises(ValueError, match="True"):
         gym.make("DiffSampler-Gaussian-v0", t_scale=True)
+
+
+@pytest.mark.parametrize("reward_mode", ["terminal", "soft_rl"])
+def test_info_log_reward_is_exact_and_costs_no_second_evaluation(reward_mode):
+    from envs.targets.base import EvaluationCounter
+
+    env = gym.make("DiffSampler-Manywell-v0", dim=4, num_steps=3, reward_mode=reward_mode)
+    target = env.unwrapped.mdp.target
+    counter = EvaluationCounter(target)
+    env.reset(seed=0)
+    for _ in range(3):
+        obs, reward, terminated, _, info = env.step(env.action_space.sample())
+    assert terminated and counter.count == 1
+    expected = float(target.log_reward(torch.as_tensor(obs[None, :-1])))
+    assert info["log_reward"] == pytest.approx(expected, rel=1e-5, abs=1e-4)
