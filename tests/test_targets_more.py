@@ -22,15 +22,7 @@ from agents.training import TrainConfig, Trainer
 from envs.targets import make_target
 from envs.targets.lgcp import bin_counts, pines_file, prior_factor, read_points
 from scripts import train_agent
-
-
-def pines_available() -> bool:
-    try:
-        pines_file()
-    except FileNotFoundError:
-        return False
-    return True
-
+from tests.conftest import pines_available
 
 needs_pines = pytest.mark.skipif(not pines_available(), reason="pines data not found (set DIFFSAMPLER_DATA)")
 
