@@ -227,8 +227,10 @@ def render(records: list[dict], paper: dict | None, compare: bool, seeds: int | 
 def import_results(paths: list[str | Path]) -> list[dict]:
     """Records from ``benchmarks/results/*.json`` files written by ``scripts/train_agent.py`` runs.
 
-    Files that are not single-run results (no ``metrics`` and ``preset``) are skipped. Records come
-    in table order: targets as in ``TARGET_ALIASES``, methods as in the paper's Table 1.
+    Files that are not single-run results (no ``metrics`` and ``preset``) are skipped. A run whose
+    ``overrides`` change its preset's current settings is a variant: it gets its own row, named
+    ``preset (field=value, ...)``, so it is never averaged with (or compared to the paper as) the preset.
+    Records come in table order: targets as in ``TARGET_ALIASES``, methods as in the paper's Table 1.
     """
     records = []
     for path in sorted(Path(p) for p in paths):
@@ -237,17 +239,20 @@ def import_results(paths: list[str | Path]) -> list[dict]:
             continue
         env_kwargs = data.get("env_kwargs") or {}
         target = target_name(data["env_id"], env_kwargs)
+        changed = variant_overrides(data["preset"], data.get("overrides") or {})
+        changed = [f"{k}={v}" for k, v in changed.items()] + _budget_variant(data["preset"], data.get("iterations"))
+        preset = data["preset"] + (f" ({', '.join(changed)})" if changed else "")
         records.append(
             {
-                "key": f"{target}-{data['preset']}-s{data.get('seed', 0)}",
+                "key": f"{target}-{preset}-s{data.get('seed', 0)}",
                 "status": "ok",
                 "target": target,
                 "env_id": data["env_id"],
                 "env_kwargs": env_kwargs,
-                "preset": data["preset"],
+                "preset": preset,
                 "seed": data.get("seed", 0),
                 "budget": data.get("iterations"),
-                "overrides": {},
+                "overrides": data.get("overrides") or {},
                 "run_dir": None,
                 "metrics": data["metrics"],
                 "config": None,
@@ -257,4 +262,36 @@ def import_results(paths: list[str | Path]) -> list[dict]:
             }
         )
     order = {name: i for i, name in enumerate([*TARGET_ALIASES, *TABLE1_PRESETS])}
-    return sorted(records, key=lambda r: (order.get(r["target"], 99), order.get(r["preset"], 99), r["seed"]))
+    return sorted(
+        records, key=lambda r: (order.get(r["target"], 99), order.get(r["preset"].split(" ")[0], 99), r["preset"], r["seed"])
+    )
+
+
+def _budget_variant(preset: str, budget: int | None) -> list[str]:
+    """``["N it"]`` when a run's budget is not its preset's default (a shortened run is its own row)."""
+    from agents.presets import PRESETS
+
+    default = PRESETS[preset].iterations if preset in PRESETS else None
+    return [f"{budget} it"] if budget is not None and default is not None and budget != default else []
+
+
+def variant_overrides(preset: str, overrides: dict) -> dict:
+    """The overrides that change ``preset``'s current agent settings (empty for unknown presets)."""
+    from agents.config import field_paths
+    from agents.presets import PRESETS
+
+    if preset not in PRESETS or not overrides:
+        return {}
+    agent = PRESETS[preset].agent
+    paths = field_paths(type(agent))
+    changed = {}
+    for name, value in overrides.items():
+        if name not in paths:
+            changed[name] = value  # not an agent field (e.g. an env keyword): keep it visible
+            continue
+        current = agent
+        for part in (*paths[name][0], name):
+            current = getattr(current, part)
+        if current != value:
+            changed[name] = value
+    return changed
