@@ -136,7 +136,9 @@ def mode_coverage(
         if std is not None:
             radius = std * math.sqrt(chdtri(means.shape[1], math.exp(-4.5)))
         elif k > 1:
-            d_mm = torch.cdist(means, means) + torch.diag(torch.full((k,), float("inf"), dtype=means.dtype, device=means.device))
+            d_mm = torch.cdist(means, means) + torch.diag(
+                torch.full((k,), float("inf"), dtype=means.dtype, device=means.device)
+            )
             radius = 0.5 * float(d_mm.min())
         else:
             raise ValueError("a single mean needs an explicit radius or std")

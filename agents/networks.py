@@ -88,12 +88,21 @@ class JointNet(nn.Module):
     def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
         """``x`` ``(..., d)`` and an ``embed_time`` output (plus a condition embedding, if any)
         broadcastable to ``(..., hidden)``."""
+        return self.joint(self._encode(x, t_emb))
+
+    def hidden(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
+        """The features ``(..., hidden)`` the last layer (``self.last``) maps to the output."""
+        return self.joint[:-1](self._encode(x, t_emb))
+
+    @property
+    def last(self) -> nn.Linear:
+        return self.joint[-1]
+
+    def _encode(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
         w = self.state_encoder.weight
         if x.dim() == 2 and t_emb.dim() <= 2:
-            h = torch.addmm(t_emb, x, w.t())  # one fused op per sampling step
-        else:
-            h = torch.nn.functional.linear(x, w) + t_emb
-        return self.joint(h)
+            return torch.addmm(t_emb, x, w.t())  # one fused op per sampling step
+        return torch.nn.functional.linear(x, w) + t_emb
 
 
 class LangevinScaleNet(nn.Module):

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from agents.fused import residual_squared_norm
 from agents.networks import JointNet, LangevinScaleNet
 from agents.parametrisations import PARAMETRISATIONS
 from envs import process
@@ -217,8 +218,47 @@ class DiffusionPolicy(nn.Module):
         t_emb, scale = self.time_features(self.times[:-1])
         if condition is not None:
             t_emb = t_emb + self.embed_condition(condition).unsqueeze(1)  # (B, T, hidden)
+        # The fused path computes this class's kernel; a subclass with its own kernel takes the generic one.
+        if scale is None and not self.config.learn_variance and type(self).kernel is DiffusionPolicy.kernel:
+            log_pf = self._log_pf_fixed_variance(states, t_emb)
+            if log_pf is not None:
+                return log_pf
         mean, var = self.kernel(states[:, :-1], t_emb, scale, scores)
         return process.gaussian_log_prob(states[:, 1:], mean, var)
+
+    def _log_pf_fixed_variance(self, states: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor | None:
+        """``log_pf_path`` of a fixed-variance kernel without the Langevin term, in few passes over the paths.
+
+        With drift ``f = h W^T + b`` (``h``: the last layer's input) the residual of a transition is
+        ``r = (x' - a x) - g [h, 1] [W, b]^T`` and ``log p_F = -|r|^2 / 2v + c``: ``agents.fused`` evaluates
+        ``|r|^2`` over all B T rows with one ``addmm`` and a norm, and its gradient by two matrix products.
+        That is the generic path's value and gradient without its elementwise passes over ``(B, T, d)``
+        (the clamp, the mean, the difference, the square, and their backward).
+        Returns None, for the generic path, when the output clip might bind: the bound
+        ``max |f| <= max_n |h_n| max_i |W_i| + max |b|`` is checked first (one host sync per call).
+        """
+        x, x_next = states[:, :-1], states[:, 1:]
+        b, T, d = x.shape
+        h = self.net.hidden(x, t_emb)
+        w, bias = self.net.last.weight, self.net.last.bias
+        with torch.no_grad():
+            bound = h.norm(dim=-1).max() * w.norm(dim=-1).max() + bias.abs().max()
+        if not bool(bound < self.config.clip_output):
+            return None
+        a, g = self._at(self.mean_coef, None), self._at(self.drift_coef, None)  # floats, or (T, 1)
+        r0 = x_next - x if isinstance(a, float) and a == 1.0 else x_next - a * x
+        h_aug = torch.cat([h, h.new_ones(b, T, 1)], -1)  # fold the bias into the product: [h, 1] [W, b]^T
+        if isinstance(g, float):
+            alpha = g
+        else:  # per-step coefficients scale the rows
+            h_aug, alpha = h_aug * g, 1.0
+        w_aug = torch.cat([w, bias.unsqueeze(-1)], -1)
+        sq = residual_squared_norm(r0.reshape(b * T, d), h_aug.reshape(b * T, -1), w_aug, alpha).view(b, T)
+        var = self._at(self.base_var, None)
+        if isinstance(var, float):
+            return -0.5 * sq / var - 0.5 * d * (math.log(var) + process.LOG_2PI)
+        var = var.squeeze(-1)
+        return -0.5 * sq / var - 0.5 * d * (var.log() + process.LOG_2PI)
 
     # --- backward kernel --------------------------------------------------------------------------
 

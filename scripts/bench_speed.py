@@ -49,9 +49,12 @@ def measure(preset: str, target: str, iterations: int, warmup: int, device: str,
     import envs
     from agents.gflownet import GFlowNetAgent
     from agents.presets import get_preset
+    from agents.runtime import retain_freed_memory
 
     if threads:
         torch.set_num_threads(threads)
+    if device == "cpu":  # as the Trainer does (TrainConfig.retain_memory)
+        retain_freed_memory()
     env_id, kwargs = TARGETS[target]
     mdp = envs.make_mdp(env_id, device=device, **{**get_preset(preset).env_kwargs, **kwargs})
     torch.manual_seed(0)
@@ -84,9 +87,12 @@ def measure_local_search(target: str, device: str, threads: int | None, cycles: 
     import envs
     from agents.gflownet import GFlowNetAgent
     from agents.presets import get_preset
+    from agents.runtime import retain_freed_memory
 
     if threads:
         torch.set_num_threads(threads)
+    if device == "cpu":  # as the Trainer does (TrainConfig.retain_memory)
+        retain_freed_memory()
     env_id, kwargs = TARGETS[target]
     mdp = envs.make_mdp(env_id, device=device, **kwargs)
     torch.manual_seed(0)
@@ -130,10 +136,13 @@ def measure_gradient(target: str, device: str, threads: int | None) -> dict:
     import envs
     from agents.gflownet import GFlowNetAgent
     from agents.presets import get_preset
+    from agents.runtime import retain_freed_memory
     from buffers.local_search import value_and_grad
 
     if threads:
         torch.set_num_threads(threads)
+    if device == "cpu":  # as the Trainer does (TrainConfig.retain_memory)
+        retain_freed_memory()
     env_id, kwargs = TARGETS[target]
     mdp = envs.make_mdp(env_id, device=device, **kwargs)
     torch.manual_seed(0)

@@ -148,8 +148,10 @@ def test_importer_reads_full_budget_results():
 def test_importer_keeps_variants_and_short_runs_in_their_own_rows(tmp_path):
     base = {"env_id": "DiffSampler-GMM25-v0", "env_kwargs": {}, "preset": "tb-expl-ls", "seed": 0}
     runs = {
-        "default": base | {"iterations": 25_000, "overrides": {"buffer_sampling": "uniform"}, "metrics": {"delta_log_z": 0.2}},
-        "rank": base | {"iterations": 25_000, "overrides": {"buffer_sampling": "rank"}, "metrics": {"delta_log_z": 0.4}},
+        "default": base
+        | {"iterations": 25_000, "overrides": {"buffer_sampling": "uniform"}, "metrics": {"delta_log_z": 0.2}},
+        "rank": base
+        | {"iterations": 25_000, "overrides": {"buffer_sampling": "rank"}, "metrics": {"delta_log_z": 0.4}},
         "short": base | {"iterations": 300, "metrics": {"delta_log_z": 0.9}},
     }
     for name, data in runs.items():
@@ -160,6 +162,7 @@ def test_importer_keeps_variants_and_short_runs_in_their_own_rows(tmp_path):
     assert rows == {"tb-expl-ls": 0.2, "tb-expl-ls (buffer_sampling=rank)": 0.4, "tb-expl-ls (300 it)": 0.9}
     table = render(records, load_paper(), compare=True, seeds=None, command=None)
     assert "| TB+Expl.+LS (`tb-expl-ls`) | 0.200 |" in table  # not averaged with the variants
+
 
 def test_paper_json_matches_the_published_table():
     source = PAPER_PATH.parents[1].parent / "shared" / "paper_results.md"

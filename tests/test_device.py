@@ -29,7 +29,9 @@ def _small(preset: str):
     agent = dataclasses.replace(PRESETS[preset].agent, batch_size=16)
     if agent.backward_source == "buffer":
         ls = LocalSearchConfig(ls_steps=4, ls_burn_in=2)
-        agent = dataclasses.replace(agent, buffer=dataclasses.replace(agent.buffer, buffer_capacity=64, ls_cycle=2, local_search=ls))
+        agent = dataclasses.replace(
+            agent, buffer=dataclasses.replace(agent.buffer, buffer_capacity=64, ls_cycle=2, local_search=ls)
+        )
     return agent
 
 

@@ -263,7 +263,8 @@ def import_results(paths: list[str | Path]) -> list[dict]:
         )
     order = {name: i for i, name in enumerate([*TARGET_ALIASES, *TABLE1_PRESETS])}
     return sorted(
-        records, key=lambda r: (order.get(r["target"], 99), order.get(r["preset"].split(" ")[0], 99), r["preset"], r["seed"])
+        records,
+        key=lambda r: (order.get(r["target"], 99), order.get(r["preset"].split(" ")[0], 99), r["preset"], r["seed"]),
     )
 
 
