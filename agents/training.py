@@ -92,7 +92,7 @@ class Trainer:
         self.config = config
         if config.threads is not None:
             torch.set_num_threads(config.threads)
-        if config.retain_memory and config.device == "cpu":
+        if config.retain_memory and config.device.startswith("cpu"):
             retain_freed_memory()
         if config.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device {config.device!r} requested but CUDA is not available")

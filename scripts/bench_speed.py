@@ -42,6 +42,18 @@ TARGETS = {
 }
 
 
+def _setup(device: str, threads: int | None) -> None:
+    """Threads, and on CPU the allocator setting the Trainer applies (``TrainConfig.retain_memory``)."""
+    import torch
+
+    from agents.runtime import retain_freed_memory
+
+    if threads:
+        torch.set_num_threads(threads)
+    if device.startswith("cpu"):
+        retain_freed_memory()
+
+
 def measure(preset: str, target: str, iterations: int, warmup: int, device: str, threads: int | None) -> dict:
     """Time ``iterations`` training steps after ``warmup`` ones, in this process."""
     import torch
@@ -49,12 +61,8 @@ def measure(preset: str, target: str, iterations: int, warmup: int, device: str,
     import envs
     from agents.gflownet import GFlowNetAgent
     from agents.presets import get_preset
-    from agents.runtime import retain_freed_memory
 
-    if threads:
-        torch.set_num_threads(threads)
-    if device == "cpu":  # as the Trainer does (TrainConfig.retain_memory)
-        retain_freed_memory()
+    _setup(device, threads)
     env_id, kwargs = TARGETS[target]
     mdp = envs.make_mdp(env_id, device=device, **{**get_preset(preset).env_kwargs, **kwargs})
     torch.manual_seed(0)
@@ -87,12 +95,8 @@ def measure_local_search(target: str, device: str, threads: int | None, cycles: 
     import envs
     from agents.gflownet import GFlowNetAgent
     from agents.presets import get_preset
-    from agents.runtime import retain_freed_memory
 
-    if threads:
-        torch.set_num_threads(threads)
-    if device == "cpu":  # as the Trainer does (TrainConfig.retain_memory)
-        retain_freed_memory()
+    _setup(device, threads)
     env_id, kwargs = TARGETS[target]
     mdp = envs.make_mdp(env_id, device=device, **kwargs)
     torch.manual_seed(0)
@@ -136,13 +140,9 @@ def measure_gradient(target: str, device: str, threads: int | None) -> dict:
     import envs
     from agents.gflownet import GFlowNetAgent
     from agents.presets import get_preset
-    from agents.runtime import retain_freed_memory
     from buffers.local_search import value_and_grad
 
-    if threads:
-        torch.set_num_threads(threads)
-    if device == "cpu":  # as the Trainer does (TrainConfig.retain_memory)
-        retain_freed_memory()
+    _setup(device, threads)
     env_id, kwargs = TARGETS[target]
     mdp = envs.make_mdp(env_id, device=device, **kwargs)
     torch.manual_seed(0)
