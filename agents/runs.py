@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from agents.baselines import rl as rl_baselines
 from agents.baselines.mcmc import MALAChainConfig, SMCConfig
 from agents.baselines.mcmc_runs import MALA_RUNNER, SMC_RUNNER
-from agents.config import apply_overrides, field_paths
+from agents.config import config_from_spec, field_paths
 from agents.gflownet import GFlowNetConfig
 from agents.presets import Preset, get_preset
 from agents.training import TrainConfig, Trainer
@@ -71,17 +71,7 @@ class GFlowNetRunner:
     config_type = TrainConfig
 
     def build(self, spec: RunSpec, preset: Preset) -> TrainConfig:
-        cfg = TrainConfig(
-            env_id=spec.env_id,
-            env_kwargs={**preset.env_kwargs, **spec.env_kwargs},
-            preset=spec.preset,
-            agent=preset.agent,
-            iterations=spec.budget or preset.iterations,
-            seed=spec.seed,
-            device=spec.device,
-            threads=spec.threads,
-        )
-        return apply_overrides(cfg, spec.overrides)
+        return config_from_spec(TrainConfig, spec, preset, iterations=spec.budget or preset.iterations)
 
     def run(self, config: TrainConfig, run_dir, progress: bool) -> dict:
         return Trainer(config, run_dir).run(progress=progress)

@@ -156,6 +156,22 @@ def measure_gradient(target: str, device: str, threads: int | None) -> dict:
     return {"target": target, "grad_ms": grad_ms, "ls_call_ms": ls_ms, "ls_cycle": agent.source.config.ls_cycle}
 
 
+def _side_table(flag: str, targets: str, args, header: str, cells) -> list[dict]:
+    """One subprocess per target (``flag TARGET``), printed as a markdown table; returns the rows."""
+    targets = [] if targets == "none" else targets.split(",")
+    if targets:
+        print(f"\n{header}\n|{'---|' * header.count(' | ')}---|", flush=True)
+    rows = []
+    for target in targets:
+        row = _subprocess([sys.executable, __file__, flag, target, "--device", args.device], args.threads)
+        if row is None:
+            print(f"| {target} | failed |{' |' * (header.count(' | ') - 1)}", flush=True)
+            continue
+        rows.append(row)
+        print(f"| {target} | {cells(row)} |", flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     from agents.gflownet import GFlowNetConfig
     from agents.presets import PRESETS
@@ -213,31 +229,20 @@ def main(argv=None) -> int:
                 continue
             rows.append(row)
             print(f"| {preset} | {target} | {row['ms']:.1f} | {row['peak_mb']:.0f} |", flush=True)
-    ls_targets = [] if args.ls_targets == "none" else args.ls_targets.split(",")
-    ls_rows = []
-    if ls_targets:
-        print("\n| target | local-search call (ms) | buffer add at 600k (ms) | tb-expl-ls ms/iteration, full buffers |")
-        print("|---|---|---|---|", flush=True)
-    for target in ls_targets:
-        row = _subprocess([sys.executable, __file__, "--one-ls", target, "--device", args.device], args.threads)
-        if row is None:
-            print(f"| {target} | failed | | |", flush=True)
-            continue
-        ls_rows.append(row)
-        print(f"| {target} | {row['ls_call_ms']:.0f} | {row['add_ms']:.3f} | {row['tb_expl_ls_ms']:.1f} |", flush=True)
-    grad_targets = [] if args.grad_targets == "none" else args.grad_targets.split(",")
-    grad_rows = []
-    if grad_targets:
-        print("\n| target | log-reward + grad, batch 300 (ms) | local-search call (ms) | per iteration (ms) |")
-        print("|---|---|---|---|", flush=True)
-    for target in grad_targets:
-        row = _subprocess([sys.executable, __file__, "--one-grad", target, "--device", args.device], args.threads)
-        if row is None:
-            print(f"| {target} | failed | | |", flush=True)
-            continue
-        grad_rows.append(row)
-        share = row["ls_call_ms"] / row["ls_cycle"]
-        print(f"| {target} | {row['grad_ms']:.1f} | {row['ls_call_ms']:.0f} | {share:.1f} |", flush=True)
+    ls_rows = _side_table(
+        "--one-ls",
+        args.ls_targets,
+        args,
+        "| target | local-search call (ms) | buffer add at 600k (ms) | tb-expl-ls ms/iteration, full buffers |",
+        lambda r: f"{r['ls_call_ms']:.0f} | {r['add_ms']:.3f} | {r['tb_expl_ls_ms']:.1f}",
+    )
+    grad_rows = _side_table(
+        "--one-grad",
+        args.grad_targets,
+        args,
+        "| target | log-reward + grad, batch 300 (ms) | local-search call (ms) | per iteration (ms) |",
+        lambda r: f"{r['grad_ms']:.1f} | {r['ls_call_ms']:.0f} | {r['ls_call_ms'] / r['ls_cycle']:.1f}",
+    )
     if args.json:
         rows_out = {"presets": rows, "local_search": ls_rows, "gradient": grad_rows}
         Path(args.json).write_text(json.dumps(rows_out, indent=2))

@@ -32,7 +32,7 @@ import envs
 from agents import metrics
 from agents.baselines.mcmc import MALAChainConfig, SMCConfig, mala_chains, smc
 from agents.baselines.particles import resample
-from agents.config import apply_overrides, to_dict
+from agents.config import config_from_spec, to_dict
 from agents.training import FINAL_KEYS
 from envs.targets import is_conditional
 from envs.targets.base import EvaluationCounter, Target
@@ -132,16 +132,7 @@ class MCMCRunner:
 
     def build(self, spec: RunSpec, preset: Preset) -> Any:
         agent = dataclasses.replace(preset.agent, **{self.budget_field: spec.budget or preset.iterations})
-        cfg = self.config_type(
-            env_id=spec.env_id,
-            env_kwargs={**preset.env_kwargs, **spec.env_kwargs},
-            preset=spec.preset,
-            seed=spec.seed,
-            device=spec.device,
-            threads=spec.threads,
-            agent=agent,
-        )
-        return apply_overrides(cfg, spec.overrides)
+        return config_from_spec(self.config_type, spec, preset, agent)
 
     def run(self, config, run_dir: str | os.PathLike | None, progress: bool = False) -> dict:
         """Sample, evaluate, write ``config.json`` and ``metrics.json``; ``progress`` is unused (no long loop)."""

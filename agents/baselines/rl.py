@@ -24,7 +24,7 @@ import envs
 from agents import metrics
 from agents.baselines.rl_config import RLConfig, RLRunConfig
 from agents.baselines.rl_eval import evaluate_policy
-from agents.config import apply_overrides, to_dict
+from agents.config import config_from_spec, to_dict
 from envs.gym_env import default_action_bound
 from envs.targets.base import EvaluationCounter
 
@@ -78,17 +78,7 @@ class RLRunner:
     config_type = RLRunConfig
 
     def build(self, spec, preset) -> RLRunConfig:
-        cfg = RLRunConfig(
-            env_id=spec.env_id,
-            env_kwargs={**preset.env_kwargs, **spec.env_kwargs},
-            preset=spec.preset,
-            agent=preset.agent,
-            env_steps=spec.budget or preset.iterations,
-            seed=spec.seed,
-            device=spec.device,
-            threads=spec.threads,
-        )
-        return apply_overrides(cfg, spec.overrides)
+        return config_from_spec(RLRunConfig, spec, preset, env_steps=spec.budget or preset.iterations)
 
     def run(self, config: RLRunConfig, run_dir: str | os.PathLike | None, progress: bool) -> dict:
         start = time.perf_counter()
