@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,23 @@ class TrainConfig:
             raise ValueError(f"env_kwargs must be a dict, got {self.env_kwargs!r}")
 
 
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> dict:
+    """A checkpoint's state, loaded with ``weights_only=True``: plain tensors, numbers, strings and
+    containers only. A file that would run code (a pickled object with a ``__reduce__``) or that is not a
+    checkpoint at all is refused with a ValueError naming the file; nothing in it is executed."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{path}: refused to load; a checkpoint holds only tensors and plain containers, and this file "
+            f"holds something else ({first})"
+        ) from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a training checkpoint (holds a {type(state).__name__}, expected a dict)")
+    return state
+
+
 class Trainer:
     """Owns the MDP, the agent, the generators and the run directory of one training run."""
 
@@ -132,7 +150,7 @@ class Trainer:
             config = dataclasses.replace(config, iterations=iterations)
         trainer = cls(config, run_dir)
         if (run_dir / "checkpoint.pt").exists():
-            trainer.load_state(torch.load(run_dir / "checkpoint.pt", weights_only=False))
+            trainer.load_state(load_checkpoint(run_dir / "checkpoint.pt", config.device))
         return trainer
 
     def state(self) -> dict:
