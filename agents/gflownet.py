@@ -17,12 +17,10 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
-
-from agents.networks import ConditionalLogZ, JointNet, LogZ
-from agents.objectives import OBJECTIVES
-from agents.policy import DiffusionPolicy, PolicyConfig, exploration_std_at
-from agents.rollout import (
+from diffsampler.agents.networks import ConditionalLogZ, JointNet, LogZ
+from diffsampler.agents.objectives import OBJECTIVES
+from diffsampler.agents.policy import DiffusionPolicy, PolicyConfig, exploration_std_at
+from diffsampler.agents.rollout import (
     Paths,
     Trajectories,
     evaluate,
@@ -30,8 +28,9 @@ from agents.rollout import (
     sample_forward,
     sample_forward_reparam,
 )
-from buffers.source import BufferConfig, BufferSource
-from envs.sampler_mdp import DiffusionMDP
+from diffsampler.buffers.source import BufferConfig, BufferSource
+from diffsampler.envs.sampler_mdp import DiffusionMDP
+from torch import nn
 
 BACKWARD_SOURCES = (None, "exact", "buffer")
 

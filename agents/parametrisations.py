@@ -40,9 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-
-from envs import process
-from envs.reference import Reference
+from diffsampler.envs import process
+from diffsampler.envs.reference import Reference
 
 
 @dataclass(frozen=True)

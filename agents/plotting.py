@@ -7,8 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-
-from envs.targets import Manywell, Target  # noqa: E402
+from diffsampler.envs.targets import Manywell, Target  # noqa: E402
 
 
 def density_contour(ax, target: Target, dims: tuple[int, int], bounds, n: int = 200) -> None:

@@ -25,13 +25,12 @@ import math
 from dataclasses import dataclass
 
 import torch
+from diffsampler.agents.fused import residual_squared_norm
+from diffsampler.agents.networks import JointNet, LangevinScaleNet
+from diffsampler.agents.parametrisations import PARAMETRISATIONS
+from diffsampler.envs import process
+from diffsampler.envs.reference import Reference, make_reference
 from torch import nn
-
-from agents.fused import residual_squared_norm
-from agents.networks import JointNet, LangevinScaleNet
-from agents.parametrisations import PARAMETRISATIONS
-from envs import process
-from envs.reference import Reference, make_reference
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.baselines.mcmc import MALAChainConfig, SMCConfig
-from agents.baselines.rl_config import RLConfig
-from agents.gflownet import GFlowNetConfig
-from agents.policy import PolicyConfig
-from buffers.source import BufferConfig
+from diffsampler.agents.baselines.mcmc import MALAChainConfig, SMCConfig
+from diffsampler.agents.baselines.rl_config import RLConfig
+from diffsampler.agents.gflownet import GFlowNetConfig
+from diffsampler.agents.policy import PolicyConfig
+from diffsampler.buffers.source import BufferConfig
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-from agents.policy import DiffusionPolicy, clipped_score, noise_std
-from envs import process
-from envs.sampler_mdp import check_log_reward
+from diffsampler.agents.policy import DiffusionPolicy, clipped_score, noise_std
+from diffsampler.envs import process
+from diffsampler.envs.sampler_mdp import check_log_reward
 
 
 @dataclass

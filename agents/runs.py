@@ -6,7 +6,7 @@ selects its runner in ``RUNNERS``: GFlowNet and PIS-style agents train with
 ``config.json`` and ``metrics.json`` (at least the keys of ``agents.training.FINAL_KEYS``, null where
 a metric does not apply) into the run directory and returns the metrics dict.
 
-    from agents.runs import RunSpec, run
+    from diffsampler.agents.runs import RunSpec, run
     metrics = run(RunSpec("DiffSampler-Manywell-v0", "tb-expl", seed=1, budget=500), "runs/mw-tb-expl-s1")
 """
 
@@ -16,13 +16,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agents.baselines import rl as rl_baselines
-from agents.baselines.mcmc import MALAChainConfig, SMCConfig
-from agents.baselines.mcmc_runs import MALA_RUNNER, SMC_RUNNER
-from agents.config import config_from_spec, field_paths
-from agents.gflownet import GFlowNetConfig
-from agents.presets import Preset, get_preset
-from agents.training import TrainConfig, Trainer
+from diffsampler.agents.baselines import rl as rl_baselines
+from diffsampler.agents.baselines.mcmc import MALAChainConfig, SMCConfig
+from diffsampler.agents.baselines.mcmc_runs import MALA_RUNNER, SMC_RUNNER
+from diffsampler.agents.config import config_from_spec, field_paths
+from diffsampler.agents.gflownet import GFlowNetConfig
+from diffsampler.agents.presets import Preset, get_preset
+from diffsampler.agents.training import TrainConfig, Trainer
 
 
 @dataclass(frozen=True)

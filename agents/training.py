@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from diffsampler.agents import conditional, metrics
+from diffsampler.agents.config import from_dict, to_dict
+from diffsampler.agents.gflownet import GFlowNetAgent, GFlowNetConfig
+from diffsampler.agents.runtime import retain_freed_memory
+from diffsampler.envs.targets.base import EvaluationCounter
 
-import envs
-from agents import conditional, metrics
-from agents.config import from_dict, to_dict
-from agents.gflownet import GFlowNetAgent, GFlowNetConfig
-from agents.runtime import retain_freed_memory
-from envs.targets.base import EvaluationCounter
+from diffsampler import envs
 
 FINAL_KEYS = metrics.METRIC_KEYS + ("ms_per_iteration", "iterations", "wall_seconds", "energy_evaluations")
 
@@ -226,7 +226,7 @@ class Trainer:
         learned = self.agent.learned_log_z()
         result["log_z_learned"] = None if learned is None else float(learned)
         if (self.config.figures if figure is None else figure) and self.run_dir is not None:
-            from agents.plotting import plot_samples
+            from diffsampler.agents.plotting import plot_samples
 
             sets = ({"exact": exact[:1000]} if exact is not None else {}) | {"model": x[:1000]}
             if self.agent.source is not None and len(self.agent.source.replay) > 0:
@@ -243,7 +243,7 @@ class Trainer:
         k = self.config.eval_per_condition or conditional.default_per_condition(n, len(target.eval_conditions))
         result, x = conditional.evaluate_conditional(self.agent, k, gen)
         if (self.config.figures if figure is None else figure) and self.run_dir is not None:
-            from agents.plotting import plot_conditional_samples
+            from diffsampler.agents.plotting import plot_conditional_samples
 
             path = self.run_dir / "figures" / f"samples_{self.iteration:06d}.png"
             title = f"{self.config.preset} on {self.config.env_id}, it {self.iteration}"

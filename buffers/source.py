@@ -17,9 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-
-from buffers.local_search import LocalSearchConfig, local_search
-from buffers.replay import SAMPLING, ReplayBuffer
+from diffsampler.buffers.local_search import LocalSearchConfig, local_search
+from diffsampler.buffers.replay import SAMPLING, ReplayBuffer
 
 
 @dataclass(frozen=True)

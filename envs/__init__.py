@@ -12,9 +12,8 @@ Importing this package registers ``DiffSampler-<Target>-v0`` for every entry of 
 from __future__ import annotations
 
 import gymnasium
-
-from envs.sampler_mdp import DiffusionMDP
-from envs.targets import CONDITIONAL_TARGETS, TARGETS, Target, make_target
+from diffsampler.envs.sampler_mdp import DiffusionMDP
+from diffsampler.envs.targets import CONDITIONAL_TARGETS, TARGETS, Target, make_target
 
 # Gymnasium id suffix -> registered target name.
 ENV_TARGETS = {
@@ -41,8 +40,8 @@ for _name, _target in ENV_TARGETS.items():
     if _id not in gymnasium.registry:
         gymnasium.register(
             id=_id,
-            entry_point="envs.gym_env:DiffSamplerEnv",
-            vector_entry_point="envs.gym_env:DiffSamplerVectorEnv",
+            entry_point="diffsampler.envs.gym_env:DiffSamplerEnv",
+            vector_entry_point="diffsampler.envs.gym_env:DiffSamplerVectorEnv",
             kwargs={"target": _target},
             disable_env_checker=False,
         )
@@ -55,7 +54,7 @@ def make_mdp(env_id: str, **kwargs) -> DiffusionMDP:
 
     Agents roll out through this core directly; ``action_bound`` (a Gymnasium-face option) is ignored.
     """
-    env_id = env_id.removeprefix("envs:")
+    env_id = env_id.removeprefix("diffsampler.envs:")
     if env_id not in gymnasium.registry or env_id not in ENV_IDS:
         raise ValueError(f"unknown env id {env_id!r}; registered: {ENV_IDS}")
     merged = {**gymnasium.spec(env_id).kwargs, **kwargs}

@@ -24,8 +24,7 @@ import math
 from typing import ClassVar
 
 import torch
-
-from envs import process
+from diffsampler.envs import process
 
 
 class Reference:

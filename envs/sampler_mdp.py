@@ -19,10 +19,9 @@ same code paths with ``condition = None``.
 from __future__ import annotations
 
 import torch
-
-from envs import process
-from envs.reference import Reference, make_reference
-from envs.targets import Target, is_conditional, make_target
+from diffsampler.envs import process
+from diffsampler.envs.reference import Reference, make_reference
+from diffsampler.envs.targets import Target, is_conditional, make_target
 
 REWARD_MODES = ("terminal", "soft_rl")
 

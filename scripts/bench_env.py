@@ -17,7 +17,7 @@ import time
 import gymnasium as gym
 import torch
 
-import envs
+from diffsampler import envs
 
 
 def episode_core(mdp: envs.DiffusionMDP, batch, gen: torch.Generator) -> torch.Tensor:

@@ -45,8 +45,7 @@ TARGETS = {
 def _setup(device: str, threads: int | None) -> None:
     """Threads, and on CPU the allocator setting the Trainer applies (``TrainConfig.retain_memory``)."""
     import torch
-
-    from agents.runtime import retain_freed_memory
+    from diffsampler.agents.runtime import retain_freed_memory
 
     if threads:
         torch.set_num_threads(threads)
@@ -57,10 +56,10 @@ def _setup(device: str, threads: int | None) -> None:
 def measure(preset: str, target: str, iterations: int, warmup: int, device: str, threads: int | None) -> dict:
     """Time ``iterations`` training steps after ``warmup`` ones, in this process."""
     import torch
+    from diffsampler.agents.gflownet import GFlowNetAgent
+    from diffsampler.agents.presets import get_preset
 
-    import envs
-    from agents.gflownet import GFlowNetAgent
-    from agents.presets import get_preset
+    from diffsampler import envs
 
     _setup(device, threads)
     env_id, kwargs = TARGETS[target]
@@ -91,10 +90,10 @@ def measure_local_search(target: str, device: str, threads: int | None, cycles: 
     """Local-search call (300 chains x 200 MALA steps), buffer add at capacity 600,000, and
     ``tb-expl-ls`` ms/iteration averaged over whole local-search cycles with both buffers full."""
     import torch
+    from diffsampler.agents.gflownet import GFlowNetAgent
+    from diffsampler.agents.presets import get_preset
 
-    import envs
-    from agents.gflownet import GFlowNetAgent
-    from agents.presets import get_preset
+    from diffsampler import envs
 
     _setup(device, threads)
     env_id, kwargs = TARGETS[target]
@@ -136,11 +135,11 @@ def measure_gradient(target: str, device: str, threads: int | None) -> dict:
     """Log-reward with its autograd gradient on a batch of 300 policy samples, and one local-search call
     of ``tb-expl-lp-ls`` (300 chains x 200 MALA steps; amortised over its cycle of 100 iterations)."""
     import torch
+    from diffsampler.agents.gflownet import GFlowNetAgent
+    from diffsampler.agents.presets import get_preset
+    from diffsampler.buffers.local_search import value_and_grad
 
-    import envs
-    from agents.gflownet import GFlowNetAgent
-    from agents.presets import get_preset
-    from buffers.local_search import value_and_grad
+    from diffsampler import envs
 
     _setup(device, threads)
     env_id, kwargs = TARGETS[target]
@@ -173,8 +172,8 @@ def _side_table(flag: str, targets: str, args, header: str, cells) -> list[dict]
 
 
 def main(argv=None) -> int:
-    from agents.gflownet import GFlowNetConfig
-    from agents.presets import PRESETS
+    from diffsampler.agents.gflownet import GFlowNetConfig
+    from diffsampler.agents.presets import PRESETS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", default="all", help=f"comma list of {sorted(PRESETS)} or 'all'")

@@ -25,10 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.benchmark import QUICK, BenchmarkConfig, run_benchmark  # noqa: E402
-from agents.benchmark.harness import DEFAULT_TARGETS, plan, write_jsonl  # noqa: E402
-from agents.benchmark.jobs import finished_record, run_dir_of  # noqa: E402
-from agents.benchmark.tables import PAPER_PATH, import_results, load_paper, render  # noqa: E402
+from diffsampler.agents.benchmark import QUICK, BenchmarkConfig, run_benchmark  # noqa: E402
+from diffsampler.agents.benchmark.harness import DEFAULT_TARGETS, plan, write_jsonl  # noqa: E402
+from diffsampler.agents.benchmark.jobs import finished_record, run_dir_of  # noqa: E402
+from diffsampler.agents.benchmark.tables import PAPER_PATH, import_results, load_paper, render  # noqa: E402
 
 
 def _pairs(items: list[str], flag: str, field_names: bool = True) -> dict[str, str]:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.baselines.rl_comparison import METHODS, TARGETS, compare, markdown  # noqa: E402
-from agents.presets import PRESETS  # noqa: E402
+from diffsampler.agents.baselines.rl_comparison import METHODS, TARGETS, compare, markdown  # noqa: E402
+from diffsampler.agents.presets import PRESETS  # noqa: E402
 
 
 def parse_sets(items: list[str]) -> dict[str, dict[str, str]]:

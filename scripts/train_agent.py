@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.config import field_paths  # noqa: E402
-from agents.presets import PRESETS  # noqa: E402
-from agents.runs import GFlowNetRunner, RunSpec, runner_for, split_extra  # noqa: E402
-from agents.training import FINAL_KEYS, Trainer  # noqa: E402
+from diffsampler.agents.config import field_paths  # noqa: E402
+from diffsampler.agents.presets import PRESETS  # noqa: E402
+from diffsampler.agents.runs import GFlowNetRunner, RunSpec, runner_for, split_extra  # noqa: E402
+from diffsampler.agents.training import FINAL_KEYS, Trainer  # noqa: E402
 
 DEFAULT_ENV, DEFAULT_PRESET, DEFAULT_ITERATIONS = "DiffSampler-GMM25-v0", "tb-expl-lp", 2000
 

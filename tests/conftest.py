@@ -20,7 +20,7 @@ NEEDS_PINES = {"lgcp", "DiffSampler-LGCP-v0"}
 
 
 def pines_available() -> bool:
-    from envs.targets.lgcp import pines_file
+    from diffsampler.envs.targets.lgcp import pines_file
 
     try:
         pines_file()

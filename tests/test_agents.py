@@ -4,13 +4,13 @@ import math
 
 import pytest
 import torch
+from diffsampler.agents.gflownet import GFlowNetAgent, GFlowNetConfig
+from diffsampler.agents.policy import DiffusionPolicy, PolicyConfig, clipped_score
+from diffsampler.agents.presets import PRESETS
+from diffsampler.agents.rollout import evaluate, sample_backward, sample_forward
+from diffsampler.envs.targets import Gaussian
 
-import envs
-from agents.gflownet import GFlowNetAgent, GFlowNetConfig
-from agents.policy import DiffusionPolicy, PolicyConfig, clipped_score
-from agents.presets import PRESETS
-from agents.rollout import evaluate, sample_backward, sample_forward
-from envs.targets import Gaussian
+from diffsampler import envs
 
 
 class ExactGaussianPolicy(DiffusionPolicy):
@@ -54,7 +54,7 @@ def test_exact_policy_gives_log_weight_equal_log_z(mu, s, sigma2):
         for k in range(20):
             mean, var = policy.kernel(states[:, k], policy.times[k])
             states[:, k + 1] = mean + var.sqrt() * torch.randn(64, 3, generator=g, dtype=torch.float64)
-        from agents.rollout import Paths
+        from diffsampler.agents.rollout import Paths
 
         traj = evaluate(policy, Paths(states, target.log_reward(states[:, -1])))
     torch.testing.assert_close(traj.log_weight, torch.full((64,), target.log_Z, dtype=torch.float64))

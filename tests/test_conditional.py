@@ -14,19 +14,19 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from diffsampler.agents.conditional import summarize_conditional
+from diffsampler.agents.gflownet import GFlowNetAgent, GFlowNetConfig
+from diffsampler.agents.objectives import vargrad
+from diffsampler.agents.policy import DiffusionPolicy, PolicyConfig
+from diffsampler.agents.presets import PRESETS
+from diffsampler.agents.training import TrainConfig, Trainer
+from diffsampler.buffers.local_search import LocalSearchConfig
+from diffsampler.buffers.source import BufferConfig
+from diffsampler.envs import process
+from diffsampler.envs.sampler_mdp import DiffusionMDP
 from test_vae import tiny_vae
 
-import envs
-from agents.conditional import summarize_conditional
-from agents.gflownet import GFlowNetAgent, GFlowNetConfig
-from agents.objectives import vargrad
-from agents.policy import DiffusionPolicy, PolicyConfig
-from agents.presets import PRESETS
-from agents.training import TrainConfig, Trainer
-from buffers.local_search import LocalSearchConfig
-from buffers.source import BufferConfig
-from envs import process
-from envs.sampler_mdp import DiffusionMDP
+from diffsampler import envs
 
 # The library's own default VAE (digits), whatever $DIFFSAMPLER_DATA says (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("no_data_path")
@@ -246,7 +246,7 @@ def test_trainer_on_the_vae_env_reports_table2_metrics(tmp_path):
 
 
 def test_energy_evaluations_count_every_state_of_a_whole_path_call():
-    from envs.targets.base import EvaluationCounter
+    from diffsampler.envs.targets.base import EvaluationCounter
 
     target = tiny_vae()
     counter = EvaluationCounter(target)

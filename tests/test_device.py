@@ -9,11 +9,10 @@ import math
 
 import pytest
 import torch
-
-from agents import metrics
-from agents.presets import PRESETS
-from agents.training import TrainConfig, Trainer
-from buffers.local_search import LocalSearchConfig
+from diffsampler.agents import metrics
+from diffsampler.agents.presets import PRESETS
+from diffsampler.agents.training import TrainConfig, Trainer
+from diffsampler.buffers.local_search import LocalSearchConfig
 
 DEVICES = [
     "cpu",
@@ -70,7 +69,7 @@ def test_training_evaluation_and_resume_on_device(preset, device, tmp_path):
 def test_vector_env_steps_on_device(device):
     import gymnasium
 
-    import envs  # noqa: F401  (registers the ids)
+    from diffsampler import envs  # noqa: F401  (registers the ids)
 
     env = gymnasium.make_vec("DiffSampler-Manywell-v0", num_envs=3, device=device, dim=4, num_steps=3)
     obs, _ = env.reset(seed=0)

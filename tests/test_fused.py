@@ -2,11 +2,10 @@
 
 import pytest
 import torch
-
-from agents.fused import residual_squared_norm
-from agents.policy import DiffusionPolicy, PolicyConfig
-from envs import process
-from envs.reference import make_reference
+from diffsampler.agents.fused import residual_squared_norm
+from diffsampler.agents.policy import DiffusionPolicy, PolicyConfig
+from diffsampler.envs import process
+from diffsampler.envs.reference import make_reference
 
 
 def test_residual_squared_norm_gradients_match_finite_differences():

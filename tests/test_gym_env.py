@@ -11,12 +11,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from diffsampler.envs.gym_env import DiffSamplerEnv, DiffSamplerVectorEnv, default_action_bound
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import envs
-from envs.gym_env import DiffSamplerEnv, DiffSamplerVectorEnv, default_action_bound
+from diffsampler import envs
 
 T = 5
 
@@ -58,7 +58,7 @@ def test_make_with_module_prefix_in_a_fresh_interpreter():
     code = (
         "import sys, gymnasium\n"
         "assert 'envs' not in sys.modules\n"
-        "env = gymnasium.make('envs:DiffSampler-Manywell-v0')\n"
+        "env = gymnasium.make('diffsampler.envs:DiffSampler-Manywell-v0')\n"
         "obs, _ = env.reset(seed=0)\n"
         "print(obs.shape, obs.dtype)\n"
     )
@@ -263,7 +263,7 @@ def test_numpy_integer_num_steps_is_accepted_and_bool_t_scale_rejected():
 
 @pytest.mark.parametrize("reward_mode", ["terminal", "soft_rl"])
 def test_info_log_reward_is_exact_and_costs_no_second_evaluation(reward_mode):
-    from envs.targets.base import EvaluationCounter
+    from diffsampler.envs.targets.base import EvaluationCounter
 
     env = gym.make("DiffSampler-Manywell-v0", dim=4, num_steps=3, reward_mode=reward_mode)
     target = env.unwrapped.mdp.target

@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
+from diffsampler.envs import process
+from diffsampler.envs.sampler_mdp import DiffusionMDP, EpisodeBatch
+from diffsampler.envs.targets import Target
 
-import envs
-from envs import process
-from envs.sampler_mdp import DiffusionMDP, EpisodeBatch
-from envs.targets import Target
+from diffsampler import envs
 
 T_SMALL = 8
 
@@ -188,7 +188,7 @@ def test_bad_batch_size(n):
 def test_make_mdp_ids_and_kwargs():
     with pytest.raises(ValueError, match="'DiffSampler-Nope-v0'"):
         envs.make_mdp("DiffSampler-Nope-v0")
-    mdp = envs.make_mdp("envs:DiffSampler-Manywell-v0", dim=8, num_steps=7, t_scale=2.0, action_bound=1.0)
+    mdp = envs.make_mdp("diffsampler.envs:DiffSampler-Manywell-v0", dim=8, num_steps=7, t_scale=2.0, action_bound=1.0)
     assert (mdp.dim, mdp.num_steps, mdp.t_scale) == (8, 7, 2.0)
     assert mdp.observe(mdp.initial_positions(2), torch.zeros(2, dtype=torch.long)).shape == (2, 9)
     with pytest.raises(ValueError, match="dim"):

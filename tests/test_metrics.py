@@ -4,9 +4,8 @@ import math
 
 import pytest
 import torch
-
-from agents import metrics as M
-from envs.targets import Gaussian, Manywell, gmm25
+from diffsampler.agents import metrics as M
+from diffsampler.envs.targets import Gaussian, Manywell, gmm25
 
 LOG_2PI = math.log(2 * math.pi)
 

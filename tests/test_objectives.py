@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-
-from agents import objectives as O
+from diffsampler.agents import objectives as O
 
 B, T = 7, 6
 

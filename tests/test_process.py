@@ -6,9 +6,8 @@ import math
 
 import pytest
 import torch
+from diffsampler.envs import process
 from torch.distributions import Normal
-
-from envs import process
 
 CASES = [(1, 1.0), (4, 1.0), (10, 5.0), (100, 0.3)]  # (T, sigma^2)
 

@@ -19,20 +19,20 @@ os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
 pytest.importorskip("stable_baselines3")
 pytest.importorskip("tianshou")
 
+from diffsampler.agents.baselines import rl  # noqa: E402
+from diffsampler.agents.baselines.rl_config import RLConfig, RLRunConfig  # noqa: E402
+from diffsampler.agents.baselines.rl_envs import make_plain_env, make_sb3_vec_env, make_tianshou_vec_env  # noqa: E402
+from diffsampler.agents.baselines.rl_eval import path_log_pf, sample_trajectories  # noqa: E402
+from diffsampler.agents.metrics import log_weights  # noqa: E402
+from diffsampler.agents.runs import RunSpec  # noqa: E402
+from diffsampler.agents.runs import run as run_spec  # noqa: E402
+from diffsampler.agents.training import FINAL_KEYS  # noqa: E402
+from diffsampler.envs.gym_env import default_action_bound  # noqa: E402
+from diffsampler.envs.process import gaussian_log_prob  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv  # noqa: E402
 from tianshou.env import DummyVectorEnv  # noqa: E402
 
-import envs  # noqa: E402
-from agents.baselines import rl  # noqa: E402
-from agents.baselines.rl_config import RLConfig, RLRunConfig  # noqa: E402
-from agents.baselines.rl_envs import make_plain_env, make_sb3_vec_env, make_tianshou_vec_env  # noqa: E402
-from agents.baselines.rl_eval import path_log_pf, sample_trajectories  # noqa: E402
-from agents.metrics import log_weights  # noqa: E402
-from agents.runs import RunSpec  # noqa: E402
-from agents.runs import run as run_spec  # noqa: E402
-from agents.training import FINAL_KEYS  # noqa: E402
-from envs.gym_env import default_action_bound  # noqa: E402
-from envs.process import gaussian_log_prob  # noqa: E402
+from diffsampler import envs  # noqa: E402
 from scripts import train_agent  # noqa: E402
 
 T = 5
@@ -257,8 +257,8 @@ def test_bad_run_configs(kwargs, match):
 
 
 def test_equal_energy_budgets_and_comparison_table():
-    from agents.baselines import rl_comparison as cmp
-    from agents.presets import PRESETS
+    from diffsampler.agents.baselines import rl_comparison as cmp
+    from diffsampler.agents.presets import PRESETS
 
     assert cmp.gflownet_iterations(PRESETS["tb-expl"].agent, 900) == 3  # 300 terminal rewards per iteration
     assert cmp.budget("sb3-sac", 900, num_steps=100) == 90_000  # one evaluation per episode

@@ -4,8 +4,7 @@ import ctypes
 
 import pytest
 import torch
-
-from agents.runtime import retain_freed_memory
+from diffsampler.agents.runtime import retain_freed_memory
 
 
 class _MallInfo2(ctypes.Structure):

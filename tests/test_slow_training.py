@@ -4,9 +4,8 @@ Tolerances come from the paper's reported numbers for the full budget, loosened 
 """
 
 import pytest
-
-from agents.presets import PRESETS
-from agents.training import TrainConfig, Trainer
+from diffsampler.agents.presets import PRESETS
+from diffsampler.agents.training import TrainConfig, Trainer
 
 pytestmark = pytest.mark.slow
 

@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch
+from diffsampler.agents.config import apply_overrides
+from diffsampler.agents.presets import PRESETS
+from diffsampler.agents.training import FINAL_KEYS, TrainConfig, Trainer
 
-from agents.config import apply_overrides
-from agents.presets import PRESETS
-from agents.training import FINAL_KEYS, TrainConfig, Trainer
 from scripts import train_agent
 
 
@@ -140,7 +140,7 @@ def test_energy_evaluations_count_training_rows_only(tmp_path):
 
 
 def test_runs_module_is_the_cli_code_path(tmp_path):
-    from agents.runs import RunSpec, build, run
+    from diffsampler.agents.runs import RunSpec, build, run
 
     spec = RunSpec(
         "DiffSampler-GMM25-v0",

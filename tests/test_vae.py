@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from diffsampler.envs.targets import ConditionalTarget, digits_vae, make_target
+from diffsampler.envs.targets.digits_vae import default_digits_vae, train_digits_vae
+from diffsampler.envs.targets.vae import IMAGES_FILE, WEIGHTS_FILE, VAEPosterior
 from torch.distributions import Bernoulli, Normal
-
-from envs.targets import ConditionalTarget, digits_vae, make_target
-from envs.targets.digits_vae import default_digits_vae, train_digits_vae
-from envs.targets.vae import IMAGES_FILE, WEIGHTS_FILE, VAEPosterior
 
 # The library's own default VAE (digits), whatever $DIFFSAMPLER_DATA says (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("no_data_path")

@@ -8,17 +8,17 @@ import math
 
 import pytest
 import torch
+from diffsampler.agents.gflownet import GFlowNetAgent, GFlowNetConfig
+from diffsampler.agents.objectives import OBJECTIVES
+from diffsampler.agents.policy import DiffusionPolicy, PolicyConfig, clipped_score
+from diffsampler.agents.presets import PRESETS
+from diffsampler.agents.rollout import Paths, evaluate, sample_backward, sample_forward
+from diffsampler.envs.reference import make_reference
+from diffsampler.envs.targets import Gaussian
 from scipy.integrate import quad
 from torch.distributions import Normal
 
-import envs
-from agents.gflownet import GFlowNetAgent, GFlowNetConfig
-from agents.objectives import OBJECTIVES
-from agents.policy import DiffusionPolicy, PolicyConfig, clipped_score
-from agents.presets import PRESETS
-from agents.rollout import Paths, evaluate, sample_backward, sample_forward
-from envs.reference import make_reference
-from envs.targets import Gaussian
+from diffsampler import envs
 
 BETA_MIN, BETA_MAX = 0.1, 10.0
 

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-
-from agents.baselines.particles import (
+from diffsampler.agents.baselines.particles import (
     RESAMPLERS,
     SCHEDULES,
     ess_fraction,
@@ -37,8 +36,8 @@ from agents.baselines.particles import (
     log_normaliser_increment,
     resample,
 )
-from buffers.local_search import MALAState, adapt_step_size, mala_init, mala_step
-from envs.targets.base import Target
+from diffsampler.buffers.local_search import MALAState, adapt_step_size, mala_init, mala_step
+from diffsampler.envs.targets.base import Target
 
 
 def _check(ok: bool, message: str) -> None:

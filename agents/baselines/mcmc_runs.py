@@ -27,19 +27,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from diffsampler.agents import metrics
+from diffsampler.agents.baselines.mcmc import MALAChainConfig, SMCConfig, mala_chains, smc
+from diffsampler.agents.baselines.particles import resample
+from diffsampler.agents.config import config_from_spec, to_dict
+from diffsampler.agents.training import FINAL_KEYS
+from diffsampler.envs.targets import is_conditional
+from diffsampler.envs.targets.base import EvaluationCounter, Target
 
-import envs
-from agents import metrics
-from agents.baselines.mcmc import MALAChainConfig, SMCConfig, mala_chains, smc
-from agents.baselines.particles import resample
-from agents.config import config_from_spec, to_dict
-from agents.training import FINAL_KEYS
-from envs.targets import is_conditional
-from envs.targets.base import EvaluationCounter, Target
+from diffsampler import envs
 
 if TYPE_CHECKING:
-    from agents.presets import Preset
-    from agents.runs import RunSpec
+    from diffsampler.agents.presets import Preset
+    from diffsampler.agents.runs import RunSpec
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ class MCMCRunner:
         result = {k: result.get(k) for k in FINAL_KEYS} | result
         if run_dir is not None:
             if config.figures:
-                from agents.plotting import plot_samples
+                from diffsampler.agents.plotting import plot_samples
 
                 (run_dir / "figures").mkdir(exist_ok=True)
                 sets = ({"exact": exact[:1000]} if exact is not None else {}) | {config.preset: x[:1000]}

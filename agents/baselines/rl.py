@@ -5,7 +5,7 @@ energy evaluations during training (one per finished episode: its terminal log-r
 trained policy with our metrics (``agents.baselines.rl_eval.evaluate_policy``). The RL libraries are
 imported only when a run starts, so presets and the runner registry do not need them installed.
 
-    from agents.runs import RunSpec, run
+    from diffsampler.agents.runs import RunSpec, run
     run(RunSpec("DiffSampler-GMM25-v0", "sb3-sac", budget=3_000_000), "runs/gmm25-sb3-sac")
 """
 
@@ -19,20 +19,20 @@ import time
 from pathlib import Path
 
 import torch
+from diffsampler.agents import metrics
+from diffsampler.agents.baselines.rl_config import RLConfig, RLRunConfig
+from diffsampler.agents.baselines.rl_eval import evaluate_policy
+from diffsampler.agents.config import config_from_spec, to_dict
+from diffsampler.envs.gym_env import default_action_bound
+from diffsampler.envs.targets.base import EvaluationCounter
 
-import envs
-from agents import metrics
-from agents.baselines.rl_config import RLConfig, RLRunConfig
-from agents.baselines.rl_eval import evaluate_policy
-from agents.config import config_from_spec, to_dict
-from envs.gym_env import default_action_bound
-from envs.targets.base import EvaluationCounter
+from diffsampler import envs
 
 # algorithm name -> "module:class" with build / learn / head / save (and the module's make_env).
 ALGORITHMS = {
-    "sb3-sac": "agents.baselines.rl_sb3:SB3SAC",
-    "sb3-ppo": "agents.baselines.rl_sb3:SB3PPO",
-    "ts-sac": "agents.baselines.rl_tianshou:TianshouSAC",
+    "sb3-sac": "diffsampler.agents.baselines.rl_sb3:SB3SAC",
+    "sb3-ppo": "diffsampler.agents.baselines.rl_sb3:SB3PPO",
+    "ts-sac": "diffsampler.agents.baselines.rl_tianshou:TianshouSAC",
 }
 
 

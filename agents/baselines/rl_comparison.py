@@ -19,12 +19,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from diffsampler.agents.gflownet import GFlowNetAgent, GFlowNetConfig
+from diffsampler.agents.presets import get_preset
+from diffsampler.agents.runs import RunSpec, run
+from diffsampler.envs.targets.base import EvaluationCounter
 
-import envs
-from agents.gflownet import GFlowNetAgent, GFlowNetConfig
-from agents.presets import get_preset
-from agents.runs import RunSpec, run
-from envs.targets.base import EvaluationCounter
+from diffsampler import envs
 
 # Table name -> (env id, env kwargs): the three targets.
 TARGETS: dict[str, tuple[str, dict]] = {

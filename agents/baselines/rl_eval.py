@@ -20,10 +20,9 @@ from typing import Protocol
 
 import numpy as np
 import torch
-
-from agents import metrics
-from agents.rollout import Trajectories
-from envs.sampler_mdp import DiffusionMDP
+from diffsampler.agents import metrics
+from diffsampler.agents.rollout import Trajectories
+from diffsampler.envs.sampler_mdp import DiffusionMDP
 
 
 class PolicyHead(Protocol):

@@ -13,14 +13,13 @@ from __future__ import annotations
 import math
 
 import torch
+from diffsampler.agents.baselines.rl_config import RLConfig
+from diffsampler.agents.baselines.rl_envs import make_plain_env, make_sb3_vec_env
+from diffsampler.agents.baselines.rl_eval import SB3GaussianHead, SB3SquashedHead
+from diffsampler.envs.sampler_mdp import DiffusionMDP
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv
-
-from agents.baselines.rl_config import RLConfig
-from agents.baselines.rl_envs import make_plain_env, make_sb3_vec_env
-from agents.baselines.rl_eval import SB3GaussianHead, SB3SquashedHead
-from envs.sampler_mdp import DiffusionMDP
 
 
 class _Progress(BaseCallback):

@@ -7,6 +7,6 @@
 - ``figures``: sample panels per method.
 """
 
-from agents.benchmark.harness import QUICK, BenchmarkConfig, Summary, run_benchmark
+from diffsampler.agents.benchmark.harness import QUICK, BenchmarkConfig, Summary, run_benchmark
 
 __all__ = ["QUICK", "BenchmarkConfig", "Summary", "run_benchmark"]

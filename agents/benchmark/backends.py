@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from agents.benchmark.jobs import Job, execute, failed_result
+from diffsampler.agents.benchmark.jobs import Job, execute, failed_result
 
 Task = tuple[Job, Path]
 

@@ -1,6 +1,6 @@
 """The benchmark: methods x targets x seeds -> run directories, results.jsonl, table.md, figures.
 
-    from agents.benchmark import BenchmarkConfig, run_benchmark
+    from diffsampler.agents.benchmark import BenchmarkConfig, run_benchmark
     summary = run_benchmark(BenchmarkConfig(out="runs/bench", targets=("25gmm",), presets=("tb", "tb-expl"), seeds=3))
 
 Finished runs (``metrics.json`` present) are never run again, so calling it again after a crash or
@@ -15,9 +15,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agents.benchmark.backends import BACKENDS
-from agents.benchmark.figures import sample_figures
-from agents.benchmark.jobs import (
+from diffsampler.agents.benchmark.backends import BACKENDS
+from diffsampler.agents.benchmark.figures import sample_figures
+from diffsampler.agents.benchmark.jobs import (
     TABLE1_PRESETS,
     Job,
     finished_record,
@@ -25,7 +25,7 @@ from agents.benchmark.jobs import (
     resolve_target,
     run_dir_of,
 )
-from agents.benchmark.tables import PAPER_PATH, labels, load_paper, render
+from diffsampler.agents.benchmark.tables import PAPER_PATH, labels, load_paper, render
 
 DEFAULT_TARGETS = ("25gmm", "funnel", "manywell", "lgcp")
 # --quick: a few iterations of three methods on two targets, one seed (a few minutes on a laptop CPU).
@@ -119,7 +119,7 @@ class Summary:
 
 
 def resolve_presets(names: tuple[str, ...]) -> list[str]:
-    from agents.presets import PRESETS
+    from diffsampler.agents.presets import PRESETS
 
     out = []
     for name in names:
@@ -145,8 +145,8 @@ def _literal(value):
 
 def plan(cfg: BenchmarkConfig) -> list[Job]:
     """The jobs of ``cfg`` (targets x presets x seeds), each validated by building its run config."""
-    from agents.config import field_paths, parse_value
-    from agents.runs import build, runner_for
+    from diffsampler.agents.config import field_paths, parse_value
+    from diffsampler.agents.runs import build, runner_for
 
     presets = resolve_presets(cfg.presets)
     fields = {p: field_paths(runner_for(p).config_type) for p in presets}
@@ -183,7 +183,7 @@ def plan(cfg: BenchmarkConfig) -> list[Job]:
 
 def _check_envs(jobs: list[Job]) -> None:
     """Build each distinct env once, so a missing data file fails here with the target's own message."""
-    import envs
+    from diffsampler import envs
 
     seen = set()
     for job in jobs:

@@ -98,7 +98,7 @@ class Job:
         return d
 
     def spec(self):
-        from agents.runs import RunSpec
+        from diffsampler.agents.runs import RunSpec
 
         return RunSpec(
             env_id=self.env_id,
@@ -114,7 +114,7 @@ class Job:
 
 def resolve_target(name: str, data_path: str | None = None) -> tuple[str, str, dict]:
     """(short name, env id, env kwargs) of a short name or a registered env id; clear error otherwise."""
-    import envs
+    from diffsampler import envs
 
     if name in TARGET_ALIASES:
         env_id, kwargs = TARGET_ALIASES[name]
@@ -192,7 +192,7 @@ def execute(job: Job, run_dir: str | os.PathLike) -> dict:
     Returns ``{"record": ..., "files": {name: bytes}}``: the results.jsonl record and the run's small
     result files (``RESULT_FILES``).
     """
-    from agents.runs import run
+    from diffsampler.agents.runs import run
 
     run_dir = Path(run_dir)
     if run_dir.exists():  # an interrupted or failed attempt: start clean

@@ -13,7 +13,7 @@ import math
 import statistics
 from pathlib import Path
 
-from agents.benchmark.jobs import TABLE1_PRESETS, TARGET_ALIASES, target_name
+from diffsampler.agents.benchmark.jobs import TABLE1_PRESETS, TARGET_ALIASES, target_name
 
 PAPER_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "paper_table1.json"
 
@@ -270,7 +270,7 @@ def import_results(paths: list[str | Path]) -> list[dict]:
 
 def _budget_variant(preset: str, budget: int | None) -> list[str]:
     """``["N it"]`` when a run's budget is not its preset's default (a shortened run is its own row)."""
-    from agents.presets import PRESETS
+    from diffsampler.agents.presets import PRESETS
 
     default = PRESETS[preset].iterations if preset in PRESETS else None
     return [f"{budget} it"] if budget is not None and default is not None and budget != default else []
@@ -278,8 +278,8 @@ def _budget_variant(preset: str, budget: int | None) -> list[str]:
 
 def variant_overrides(preset: str, overrides: dict) -> dict:
     """The overrides that change ``preset``'s current agent settings (empty for unknown presets)."""
-    from agents.config import field_paths
-    from agents.presets import PRESETS
+    from diffsampler.agents.config import field_paths
+    from diffsampler.agents.presets import PRESETS
 
     if preset not in PRESETS or not overrides:
         return {}

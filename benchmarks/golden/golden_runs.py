@@ -25,9 +25,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from agents.config import field_paths  # noqa: E402
-from agents.presets import PRESETS  # noqa: E402
-from agents.runs import RunSpec, run, runner_for  # noqa: E402
+from diffsampler.agents.config import field_paths  # noqa: E402
+from diffsampler.agents.presets import PRESETS  # noqa: E402
+from diffsampler.agents.runs import RunSpec, run, runner_for  # noqa: E402
 
 RECORD = HERE / "golden_50it.json"
 TARGETS = {"25gmm": ("DiffSampler-GMM25-v0", {}), "manywell8": ("DiffSampler-Manywell-v0", {"dim": 8})}

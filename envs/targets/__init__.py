@@ -5,16 +5,16 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
-from envs.targets.base import Target
-from envs.targets.conditional import BoundTarget, ConditionalTarget, is_conditional
-from envs.targets.funnel import Funnel
-from envs.targets.gaussian import Gaussian
-from envs.targets.gmm import GaussianMixture, gmm9, gmm25, gmm40
-from envs.targets.lgcp import LogGaussianCoxProcess, lgcp_pines, lgcp_synthetic
-from envs.targets.logistic import BayesianLogisticRegression, breast_cancer
-from envs.targets.manywell import Manywell
-from envs.targets.student_t import StudentTMixture, student_t_mixture
-from envs.targets.vae import VAEPosterior, vae
+from diffsampler.envs.targets.base import Target
+from diffsampler.envs.targets.conditional import BoundTarget, ConditionalTarget, is_conditional
+from diffsampler.envs.targets.funnel import Funnel
+from diffsampler.envs.targets.gaussian import Gaussian
+from diffsampler.envs.targets.gmm import GaussianMixture, gmm9, gmm25, gmm40
+from diffsampler.envs.targets.lgcp import LogGaussianCoxProcess, lgcp_pines, lgcp_synthetic
+from diffsampler.envs.targets.logistic import BayesianLogisticRegression, breast_cancer
+from diffsampler.envs.targets.manywell import Manywell
+from diffsampler.envs.targets.student_t import StudentTMixture, student_t_mixture
+from diffsampler.envs.targets.vae import VAEPosterior, vae
 
 TARGETS: dict[str, Callable[..., Target]] = {
     "gmm25": gmm25,

@@ -18,8 +18,7 @@ the Langevin parametrisation see it.
 from __future__ import annotations
 
 import torch
-
-from envs.targets.base import Target
+from diffsampler.envs.targets.base import Target
 
 
 class ConditionalTarget(Target):

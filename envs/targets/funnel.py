@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 import torch
-
-from envs.process import LOG_2PI
-from envs.targets.base import Target, check_dim
+from diffsampler.envs.process import LOG_2PI
+from diffsampler.envs.targets.base import Target, check_dim
 
 
 class Funnel(Target):

@@ -6,9 +6,8 @@ import itertools
 import math
 
 import torch
-
-from envs.process import LOG_2PI
-from envs.targets.base import Target, check_dim, like
+from diffsampler.envs.process import LOG_2PI
+from diffsampler.envs.targets.base import Target, check_dim, like
 
 
 class GaussianMixture(Target):

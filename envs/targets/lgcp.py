@@ -30,9 +30,8 @@ import os
 from pathlib import Path
 
 import torch
-
-from envs.process import LOG_2PI
-from envs.targets.base import Target, bounded_rows, check_dim
+from diffsampler.envs.process import LOG_2PI
+from diffsampler.envs.targets.base import Target, bounded_rows, check_dim
 
 SIGNAL_VARIANCE = 1.91
 BETA = 1.0 / 33.0

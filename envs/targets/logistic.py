@@ -6,9 +6,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-
-from envs.process import LOG_2PI
-from envs.targets.base import Target, bounded_rows, like
+from diffsampler.envs.process import LOG_2PI
+from diffsampler.envs.targets.base import Target, bounded_rows, like
 
 # |w_j| beyond this: the prior density is below exp(-1e29); -inf there keeps w @ X^T free of inf - inf.
 _BOUND = 1e15

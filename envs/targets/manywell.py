@@ -6,9 +6,8 @@ import functools
 import math
 
 import torch
-
-from envs.process import LOG_2PI
-from envs.targets.base import Target, check_dim
+from diffsampler.envs.process import LOG_2PI
+from diffsampler.envs.targets.base import Target, check_dim
 
 # Z of one well's first coordinate: integral of exp(-a^4 + 6 a^2 + 0.5 a) over R.
 WELL_Z = 11784.50927

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-
-from envs.targets.base import Target, check_dim, like
+from diffsampler.envs.targets.base import Target, check_dim, like
 
 
 class StudentTMixture(Target):

@@ -30,9 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from envs.process import LOG_2PI
-from envs.targets.conditional import ConditionalTarget
+from diffsampler.envs.process import LOG_2PI
+from diffsampler.envs.targets.conditional import ConditionalTarget
 
 WEIGHTS_FILE = "bernoulli_mnist_vae_epochs_100_seed_1.pt"
 IMAGES_FILE = "mnist_evaluation_subset.npy"
@@ -192,7 +191,7 @@ def vae(
     weights = resolve_data_file(data_path, WEIGHTS_FILE, "vae")
     if weights is not None:
         return load_mnist_vae(weights, prob_eps, t_scale)
-    from envs.targets.digits_vae import default_digits_vae
+    from diffsampler.envs.targets.digits_vae import default_digits_vae
 
     model = default_digits_vae(cache_dir)
     source = f"default 8x8 digits VAE ({len(model['train'])} training / {len(model['eval'])} held-out digits)"

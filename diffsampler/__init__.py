@@ -1,0 +1,20 @@
+"""diffsampler: diffusion samplers of unnormalised densities, trained as GFlowNets and RL agents.
+
+Subpackages: ``diffsampler.envs`` (targets, the diffusion MDP, Gymnasium environments),
+``diffsampler.agents`` (samplers, objectives, metrics, training, baselines) and
+``diffsampler.buffers`` (replay buffer and local search).
+
+The repository keeps these as its top-level folders ``envs/``, ``agents/`` and ``buffers/``; the
+installed distribution maps them into this package (setuptools ``package-dir``), so that the
+distribution claims no generic top-level import name. In a source checkout (this folder beside
+``pyproject.toml`` and ``envs/``) the package's path also covers the checkout's root, so that every
+checkout (a git worktree, a CI clone) imports its own folders, whichever checkout is installed in
+editable mode.
+"""
+
+from pathlib import Path as _Path
+
+_root = _Path(__file__).resolve().parent.parent
+if (_root / "pyproject.toml").is_file() and (_root / "envs" / "__init__.py").is_file():
+    __path__.append(str(_root))  # noqa: F821 - the package's own __path__
+del _Path, _root
