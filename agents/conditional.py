@@ -18,6 +18,7 @@ There is no exact log Z, so the delta metrics are None.
 from __future__ import annotations
 
 import torch
+
 from diffsampler.agents import metrics
 
 CHUNK = 2000  # trajectories sampled at once (bounds the memory of the batched log-probability pass)

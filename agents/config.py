@@ -105,21 +105,23 @@ def apply_overrides(cfg, overrides: dict[str, Any]):
     return _replace_nested(cfg, changes)
 
 
-def config_from_spec(config_type, spec, preset, agent=None, **budget):
+def config_from_spec(config_type, spec, preset, budget_path: tuple[str, ...], budget: int):
     """A runner's run config: the run spec (``agents.runs.RunSpec``) on its preset's defaults, with the
-    spec's env kwargs over the preset's, ``agent`` (default: the preset's), the budget field given by the
-    runner (e.g. ``iterations=...``) and the spec's overrides applied last."""
+    spec's env kwargs over the preset's, ``budget`` set at the (possibly nested) field ``budget_path``
+    (e.g. ``("iterations",)`` or ``("agent", "temperatures")``) and the spec's overrides applied last."""
     cfg = config_type(
         env_id=spec.env_id,
         env_kwargs={**preset.env_kwargs, **spec.env_kwargs},
         preset=spec.preset,
-        agent=preset.agent if agent is None else agent,
+        agent=preset.agent,
         seed=spec.seed,
         device=spec.device,
         threads=spec.threads,
-        **budget,
     )
-    return apply_overrides(cfg, spec.overrides)
+    change: dict = {budget_path[-1]: budget}
+    for name in reversed(budget_path[:-1]):
+        change = {name: change}
+    return apply_overrides(_replace_nested(cfg, change), spec.overrides)
 
 
 def _replace_nested(cfg, changes: dict):

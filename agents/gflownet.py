@@ -17,22 +17,16 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
+
 from diffsampler.agents.networks import ConditionalLogZ, JointNet, LogZ
 from diffsampler.agents.objectives import OBJECTIVES
 from diffsampler.agents.policy import DiffusionPolicy, PolicyConfig, exploration_std_at
-from diffsampler.agents.rollout import (
-    Paths,
-    Trajectories,
-    evaluate,
-    sample_backward,
-    sample_forward,
-    sample_forward_reparam,
-)
-from diffsampler.buffers.source import BufferConfig, BufferSource
+from diffsampler.buffers.source import SOURCES, Batch, BufferConfig, Schedule
+from diffsampler.envs.engine import Paths, Trajectories
 from diffsampler.envs.sampler_mdp import DiffusionMDP
-from torch import nn
 
-BACKWARD_SOURCES = (None, "exact", "buffer")
+BACKWARD_SOURCES = (None, *SOURCES)
 
 
 @dataclass(frozen=True)
@@ -103,8 +97,6 @@ class GFlowNetAgent(nn.Module):
 
     def __init__(self, mdp: DiffusionMDP, config: GFlowNetConfig = GFlowNetConfig()):
         super().__init__()
-        if config.backward_source == "exact" and not mdp.target.has_sampler:
-            raise ValueError(f"backward_source='exact' but {mdp.target!r} has no exact sampler")
         self.mdp, self.target, self.config = mdp, mdp.target, config
         self.objective = OBJECTIVES[config.objective]
         c = config.policy
@@ -124,10 +116,11 @@ class GFlowNetAgent(nn.Module):
         )
         self.to(mdp.device)
         self.optimizer = torch.optim.Adam(self._param_groups())
-        self.source = None
-        if config.backward_source == "buffer":
+        self.source, self.schedule = None, Schedule()
+        if config.backward_source is not None:
             batch = (config.batch_size, mdp.device, self.conditions, config.condition_repeats)
-            self.source = BufferSource(self.target, mdp.dim, config.buffer, *batch)
+            self.source = SOURCES[config.backward_source](self.target, mdp.dim, config.buffer, *batch)
+            self.schedule = self.source.schedule
 
     def _check_conditional(self, config: GFlowNetConfig) -> None:
         r = config.condition_repeats
@@ -225,8 +218,8 @@ class GFlowNetAgent(nn.Module):
         On a conditional target, ``condition`` (n, cond_dim) gives each trajectory's condition.
         """
         self._check_sample_condition(n, condition)
-        paths = sample_forward(self.policy, self.target, n, 0.0, generator, condition=condition)
-        return evaluate(self.policy, paths)
+        paths = self.mdp.rollout(self.policy, n, generator, condition=condition)
+        return self.mdp.score(self.policy, paths, self.policy.backward)
 
     @torch.no_grad()
     def sample_backward(
@@ -234,8 +227,9 @@ class GFlowNetAgent(nn.Module):
     ) -> Trajectories:
         """Backward trajectories from terminal states, scored under the policy (for the EUBO)."""
         self._check_sample_condition(x_last.shape[0], condition)
-        paths = sample_backward(self.policy, self.target, x_last, generator, condition=condition)
-        return evaluate(self.policy, paths)
+        policy = self.policy
+        paths = self.mdp.rollout_backward(x_last, generator, condition, policy.backward, policy.score_clip)
+        return self.mdp.score(policy, paths, policy.backward)
 
     def _check_sample_condition(self, n: int, condition) -> None:
         if (condition is None) != (self.conditions is None):
@@ -244,63 +238,50 @@ class GFlowNetAgent(nn.Module):
         if condition is not None and tuple(condition.shape) != (n, self.mdp.cond_dim):
             raise ValueError(f"condition must have shape ({n}, {self.mdp.cond_dim}), got {tuple(condition.shape)}")
 
-    def draw_conditions(self, generator=None):
-        """A training batch's conditions (B, cond_dim) and their indices (B,): ``batch_size / condition_repeats``
-        draws, uniform with replacement, each repeated; (None, None) on an unconditional target."""
+    def next_batch(self, iteration: int, generator=None, cpu_generator=None) -> Batch:
+        """This iteration's batch (``Schedule``): backward from the source's terminal states, or forward
+        (on a conditional target, for ``batch_size / condition_repeats`` conditions drawn uniformly with
+        replacement, each repeated). ``generator`` lives on the agent's device (conditions, buffers, local
+        search); ``cpu_generator`` drives the target's exact sampler."""
+        if self.schedule.is_backward(iteration):
+            batch = self.source.backward_batch(iteration, generator, cpu_generator)
+            if batch is not None:
+                return batch
         if self.conditions is None:
-            return None, None
+            return Batch()
         r, device = self.config.condition_repeats, self.mdp.device
         idx = torch.randint(len(self.conditions), (self.config.batch_size // r,), generator=generator, device=device)
-        idx = idx.repeat_interleave(r)
-        return self.conditions[idx], idx
+        return Batch(None, idx.repeat_interleave(r))
 
-    def training_trajectories(self, iteration: int, generator, backward_x=None, backward_index=None):
-        """The trajectories of one training step: reparameterised (PIS), backward, or forward.
-
-        ``backward_index`` (B,): the conditions (indices into ``target.conditions``) of ``backward_x``.
-        """
-        if backward_x is None:
-            condition, index = self.draw_conditions(generator)
-        else:
-            index = backward_index
-            condition = None if index is None else self.conditions[index]
-        if self.objective.path_gradient:
-            traj = sample_forward_reparam(self.policy, self.target, self.config.batch_size, generator, condition)
-            traj.condition_index = index
-            return traj
+    def training_trajectories(self, iteration: int, batch: Batch, generator=None) -> Trajectories:
+        """The scored trajectories of one training step: reparameterised (PIS), backward, or forward."""
+        mdp, policy, index = self.mdp, self.policy, batch.condition_index
+        condition = None if index is None else self.conditions[index]
         fl = self.objective.forward_looking
-        if backward_x is not None:
-            paths = sample_backward(self.policy, self.target, backward_x, generator, fl, condition)
+        if self.objective.path_gradient:
+            paths = mdp.rollout(policy, self.config.batch_size, generator, condition=condition, reparam=True)
+        elif batch.backward:
+            paths = mdp.rollout_backward(batch.x, generator, condition, policy.backward, policy.score_clip, fl)
         else:
             expl = self.exploration_std(iteration)
-            paths = sample_forward(self.policy, self.target, self.config.batch_size, expl, generator, fl, condition)
-        return evaluate(self.policy, paths, self.log_flows if self.flow is not None else None, index)
+            paths = mdp.rollout(policy, self.config.batch_size, generator, expl, condition, fl)
+        traj = mdp.score(policy, paths, policy.backward, index)
+        if self.flow is not None:
+            traj.log_f = self.log_flows(paths)
+        return traj
 
-    def backward_batch(self, iteration: int, generator=None, cpu_generator=None):
-        """Terminal states of this iteration's backward batch (odd iterations), or None.
-
-        ``generator`` lives on the agent's device (buffers, local search); ``cpu_generator`` drives
-        the target's exact sampler. On a conditional target the batch is a pair (states, condition
-        indices).
-        """
-        if self.source is not None:
-            return self.source.backward_batch(iteration, generator)
-        if self.config.backward_source != "exact" or iteration % 2 == 0:
-            return None
-        return self.target.sample(self.config.batch_size, cpu_generator).to(self.mdp.device)
-
-    def train_step(self, iteration: int, generator: torch.Generator | None = None, backward_x=None) -> dict:
-        """One optimisation step; returns detached tensors (no host sync) for logging.
-
-        ``backward_x``: terminal states of a backward batch, or (states, condition indices) on a
-        conditional target (as ``backward_batch`` returns them).
-        """
-        if backward_x is not None and self.objective.path_gradient:
+    def train_step(self, iteration: int, generator=None, cpu_generator=None, batch: Batch | None = None) -> dict:
+        """One optimisation step on ``batch`` (default: ``next_batch``); returns detached tensors (no host
+        sync) for logging."""
+        if batch is None:
+            batch = self.next_batch(iteration, generator, cpu_generator)
+        if not isinstance(batch, Batch):
+            raise TypeError(f"batch must be a diffsampler.buffers.source.Batch, got {type(batch).__name__}")
+        if batch.backward and self.objective.path_gradient:
             raise ValueError(f"objective {self.config.objective!r} cannot train on backward trajectories")
-        backward_x, backward_index = backward_x if isinstance(backward_x, tuple) else (backward_x, None)
-        if backward_x is not None and (backward_index is None) != (self.conditions is None):
-            raise ValueError("a conditional agent's backward batch is (states, condition indices); others take states")
-        traj = self.training_trajectories(iteration, generator, backward_x, backward_index)
+        if (batch.condition_index is None) != (self.conditions is None):
+            raise ValueError("a conditional agent's batches carry condition indices; others carry none")
+        traj = self.training_trajectories(iteration, batch, generator)
         log_z = None
         if self.log_z is not None:
             index = traj.condition_index
@@ -311,6 +292,6 @@ class GFlowNetAgent(nn.Module):
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.parameters(), self.config.grad_clip)
         self.optimizer.step()
-        if self.source is not None and backward_x is None:
+        if self.source is not None and not batch.backward:
             self.source.observe(traj.terminal, traj.log_r, iteration, traj.condition_index)
         return {"loss": loss.detach()}

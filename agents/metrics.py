@@ -13,8 +13,9 @@ import math
 import numpy as np
 import ot
 import torch
-from diffsampler.envs.targets import GaussianMixture, Manywell
 from scipy.special import chdtri
+
+from diffsampler.envs.targets import GaussianMixture, Manywell
 
 # Keys present in every ``summarize`` result (target-specific keys are added for GMMs and Manywell).
 METRIC_KEYS = ("log_z", "log_z_rw", "delta_log_z", "delta_log_z_rw", "w2", "eubo", "ess")

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
 from diffsampler.envs import process
 from diffsampler.envs.reference import Reference
 

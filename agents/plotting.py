@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+
 from diffsampler.envs.targets import Manywell, Target  # noqa: E402
 
 

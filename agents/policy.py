@@ -8,15 +8,14 @@ unless the variance is learned, then ``g = range * tanh(raw)``. With the Langevi
 coefficients from the reference process and the parametrisation (``agents.parametrisations``:
 "euler", "dds", "dis"); the policy starts from the reference's ``p_0`` (``envs.reference``).
 
-Two ways to evaluate the policy:
-
-* step by step (``kernel``) while sampling, one time index at a time;
-* all transitions of a batch of paths at once (``log_pf_path``), one network pass over B*T rows, used
-  by every off-policy objective since their states carry no gradient.
+The policy is a Gaussian forward kernel of the trajectory engine (``envs.engine.ForwardKernel``):
+``transition`` gives the mean and variance of one step while sampling, or of all B*T transitions of
+a batch of paths at once (one network pass, used by every off-policy objective since their states
+carry no gradient), and ``affine_drift`` lets the engine evaluate a fixed-variance kernel fused. The
+learned correction of the backward kernel (``BackwardCorrection``) is a backward kernel of the engine.
 
 For a conditional target (``cond_dim``) the networks also see the condition: its embedding
-(``embed_condition``, once per trajectory) is added to the time embedding, and the path-level
-functions take the trajectories' conditions ``(B, cond_dim)``.
+(``embed_condition``, once per trajectory) is added to the time embedding (``context``).
 """
 
 from __future__ import annotations
@@ -25,12 +24,13 @@ import math
 from dataclasses import dataclass
 
 import torch
-from diffsampler.agents.fused import residual_squared_norm
+from torch import nn
+
 from diffsampler.agents.networks import JointNet, LangevinScaleNet
 from diffsampler.agents.parametrisations import PARAMETRISATIONS
 from diffsampler.envs import process
+from diffsampler.envs.engine import AffineDrift
 from diffsampler.envs.reference import Reference, make_reference
-from torch import nn
 
 
 @dataclass(frozen=True)
@@ -89,15 +89,6 @@ class PolicyConfig:
             raise ValueError(f"PolicyConfig.langevin_init must be finite, got {self.langevin_init!r}")
 
 
-def clipped_score(target, x: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log R(x), clip(grad log R(x)))`` at a detached copy of ``x``; both results carry no graph."""
-    with torch.enable_grad():
-        xg = x.detach().requires_grad_(True)
-        log_r = target.log_reward(xg)
-        (grad,) = torch.autograd.grad(log_r.sum(), xg)
-    return log_r.detach(), torch.nan_to_num(grad).clamp_(-clip, clip)
-
-
 class DiffusionPolicy(nn.Module):
     """Forward policy (and optional backward correction) for an MDP with ``num_steps`` and ``t_scale``.
 
@@ -105,6 +96,8 @@ class DiffusionPolicy(nn.Module):
     backward kernels and, with the parametrisation, the forward kernel's per-step coefficients.
     ``cond_dim``: the size of an episode's condition, for a conditional target.
     """
+
+    gaussian = True  # a Gaussian kernel of the engine
 
     def __init__(
         self,
@@ -131,8 +124,6 @@ class DiffusionPolicy(nn.Module):
                 self.register_buffer(name, value.float(), persistent=False)
             else:
                 setattr(self, name, value)
-        # The bridge pins x_0, so its first backward kernel is the point mass; VP's is a real kernel.
-        self.first_backward = 0 if reference.random_start else 1
         c = config
         # The log-variance head exists only when the variance is learned (no wasted FLOPs otherwise).
         out_dim = 2 * dim if c.learn_variance else dim
@@ -144,22 +135,15 @@ class DiffusionPolicy(nn.Module):
             if c.langevin
             else None
         )
-        self.backward = (
-            JointNet(dim, 2 * dim, c.hidden_dim, c.harmonics, c.joint_layers, True, cond_dim)
-            if c.learn_backward
-            else None
-        )
+        self.backward = BackwardCorrection(dim, reference, c, cond_dim) if c.learn_backward else None
         self.register_buffer("times", process.time_grid(num_steps))
-        if c.learn_backward:  # p_B(x_k | x_{k+1}) = N(m_k x_{k+1}, v_k): the correction acts on 1 - m_k and v_k
-            m, v = reference.backward_coefs()
-            self.register_buffer("back_shrink", (1 - m).float(), persistent=False)
-            self.register_buffer("back_var", v.float(), persistent=False)
 
-    def initial_positions(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` draws of ``x_0 ~ p_0`` on the policy's device (zeros, and no random numbers, for the bridge)."""
-        return self.reference.initial_sample(n, self.dim, generator, self.times.device, self.times.dtype)
+    # --- the forward kernel (``envs.engine.ForwardKernel``) ---------------------------------------------
 
-    # --- forward kernel ---------------------------------------------------------------------------
+    @property
+    def score_clip(self) -> float | None:
+        """The clip of the score the Langevin parametrisation takes; None without it."""
+        return self.config.clip_score if self.langevin_scale is not None else None
 
     def time_features(self, t: torch.Tensor):
         """Everything that depends on time only, for times ``t`` ``(n,)``: (embedding, Langevin scale)."""
@@ -169,6 +153,41 @@ class DiffusionPolicy(nn.Module):
     def embed_condition(self, condition: torch.Tensor | None) -> torch.Tensor | None:
         """``(B, hidden)`` embeddings of the trajectories' conditions, to add to the time embedding."""
         return None if condition is None else self.net.embed_condition(condition)
+
+    def context(self, condition: torch.Tensor | None = None):
+        """(time embeddings (T, hidden), Langevin scales (T, .) or None, condition embeddings (B, hidden) or None)."""
+        return (*self.time_features(self.times[:-1]), self.embed_condition(condition))
+
+    def transition(self, x, step: int | None, ctx, score=None):
+        """Mean and variance of ``p_F(. | x)`` at step ``step`` (``x`` (n, d)), or at every step
+        (``step=None``, ``x`` (B, T, d)); ``ctx`` from ``context``; ``score``: the clipped score (LP)."""
+        t_emb, scale, c_emb = ctx
+        if step is None:
+            emb = t_emb if c_emb is None else t_emb + c_emb.unsqueeze(1)
+            return self.kernel(x, emb, scale, score)
+        emb = t_emb[step] if c_emb is None else t_emb[step] + c_emb
+        return self.kernel(x, emb, None if scale is None else scale[step], score, step=step)
+
+    def fixed_std(self, extra_std: float = 0.0):
+        """Sampling std of every step with ``extra_std^2`` added (a float, or ``(T, 1, 1)`` when per-step);
+        None when the variance is learned (it depends on x)."""
+        if self.config.learn_variance:
+            return None
+        if isinstance(self.base_var, torch.Tensor):
+            return (self.base_var + extra_std**2).sqrt().view(-1, 1, 1)
+        return process.noise_std(self.base_var, extra_std)
+
+    def affine_drift(self, x: torch.Tensor, ctx) -> AffineDrift | None:
+        """The kernel over all steps as ``N(a x + g clip(h W^T + b), v)`` (``h``: the network's last hidden
+        features), for the engine's fused evaluation; None with LP or a learned variance, or for a
+        subclass with its own kernel."""
+        t_emb, scale, c_emb = ctx
+        if scale is not None or self.config.learn_variance or type(self).kernel is not DiffusionPolicy.kernel:
+            return None
+        emb = t_emb if c_emb is None else t_emb + c_emb.unsqueeze(1)
+        last = self.net.last
+        a, g, v = (self._at(c, None) for c in (self.mean_coef, self.drift_coef, self.base_var))
+        return AffineDrift(self.net.hidden(x, emb), last.weight, last.bias, a, g, v, self.config.clip_output)
 
     @staticmethod
     def _at(coef, step):
@@ -202,106 +221,37 @@ class DiffusionPolicy(nn.Module):
             return mean, base_var * logvar.exp()
         return mean, base_var
 
-    def sampling_std(self, exploration_std: float):
-        """Std of the fixed-variance kernel plus exploration: a float, or ``(T, 1, 1)`` when per-step."""
-        if isinstance(self.base_var, torch.Tensor):
-            return (self.base_var + exploration_std**2).sqrt().view(-1, 1, 1)
-        return noise_std(self.base_var, exploration_std)
 
-    def log_pf_path(self, states: torch.Tensor, scores: torch.Tensor | None = None, condition=None) -> torch.Tensor:
-        """``(B, T)`` log-probabilities of every transition of paths ``(B, T + 1, d)`` in one pass.
+class BackwardCorrection(JointNet):
+    """A learned correction of the reference's backward kernel ``p_B(x_k | x_{k+1}) = N(m_k x_{k+1}, v_k)``:
+    ``N(x' (1 - (1 - m_k) c_mu), v_k c_var)`` with ``c = 1 + range * tanh(net)``, a backward kernel of the
+    engine (``envs.engine.BackwardKernel``). On the bridge ``1 - m_k = dt / t_{k+1}`` and
+    ``v_k = sigma^2 dt t_k / t_{k+1}``."""
 
-        ``scores`` ``(B, T, d)``: the clipped scores at ``states[:, :-1]``, needed with LP.
-        ``condition`` ``(B, cond_dim)``: the paths' conditions (conditional targets only).
-        """
-        t_emb, scale = self.time_features(self.times[:-1])
-        if condition is not None:
-            t_emb = t_emb + self.embed_condition(condition).unsqueeze(1)  # (B, T, hidden)
-        # The fused path computes this class's kernel; a subclass with its own kernel takes the generic one.
-        if scale is None and not self.config.learn_variance and type(self).kernel is DiffusionPolicy.kernel:
-            log_pf = self._log_pf_fixed_variance(states, t_emb)
-            if log_pf is not None:
-                return log_pf
-        mean, var = self.kernel(states[:, :-1], t_emb, scale, scores)
-        return process.gaussian_log_prob(states[:, 1:], mean, var)
+    def __init__(self, dim: int, reference: Reference, config: PolicyConfig, cond_dim: int | None = None):
+        c = config
+        super().__init__(dim, 2 * dim, c.hidden_dim, c.harmonics, c.joint_layers, True, cond_dim)
+        self.dim, self.num_steps, self.range = dim, reference.num_steps, c.backward_range
+        m, v = reference.backward_coefs()
+        self.register_buffer("back_shrink", (1 - m).float(), persistent=False)
+        self.register_buffer("back_var", v.float(), persistent=False)
+        self.register_buffer("back_times", process.time_grid(reference.num_steps)[1:], persistent=False)
 
-    def _log_pf_fixed_variance(self, states: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor | None:
-        """``log_pf_path`` of a fixed-variance kernel without the Langevin term, in few passes over the paths.
+    def context(self, condition: torch.Tensor | None = None):
+        return None if condition is None else self.embed_condition(condition)
 
-        With drift ``f = h W^T + b`` (``h``: the last layer's input) the residual of a transition is
-        ``r = (x' - a x) - g [h, 1] [W, b]^T`` and ``log p_F = -|r|^2 / 2v + c``: ``agents.fused`` evaluates
-        ``|r|^2`` over all B T rows with one ``addmm`` and a norm, and its gradient by two matrix products.
-        That is the generic path's value and gradient without its elementwise passes over ``(B, T, d)``
-        (the clamp, the mean, the difference, the square, and their backward).
-        Returns None, for the generic path, when the output clip might bind: the bound
-        ``max |f| <= max_n |h_n| max_i |W_i| + max |b|`` is checked first (one host sync per call).
-        """
-        x, x_next = states[:, :-1], states[:, 1:]
-        b, T, d = x.shape
-        h = self.net.hidden(x, t_emb)
-        w, bias = self.net.last.weight, self.net.last.bias
-        with torch.no_grad():
-            bound = h.norm(dim=-1).max() * w.norm(dim=-1).max() + bias.abs().max()
-        if not bool(bound < self.config.clip_output):
-            return None
-        a, g = self._at(self.mean_coef, None), self._at(self.drift_coef, None)  # floats, or (T, 1)
-        r0 = x_next - x if isinstance(a, float) and a == 1.0 else x_next - a * x
-        h_aug = torch.cat([h, h.new_ones(b, T, 1)], -1)  # fold the bias into the product: [h, 1] [W, b]^T
-        if isinstance(g, float):
-            alpha = g
-        else:  # per-step coefficients scale the rows
-            h_aug, alpha = h_aug * g, 1.0
-        w_aug = torch.cat([w, bias.unsqueeze(-1)], -1)
-        sq = residual_squared_norm(r0.reshape(b * T, d), h_aug.reshape(b * T, -1), w_aug, alpha).view(b, T)
-        var = self._at(self.base_var, None)
-        if isinstance(var, float):
-            return -0.5 * sq / var - 0.5 * d * (math.log(var) + process.LOG_2PI)
-        var = var.squeeze(-1)
-        return -0.5 * sq / var - 0.5 * d * (var.log() + process.LOG_2PI)
-
-    # --- backward kernel --------------------------------------------------------------------------
-
-    def log_pb_path(self, states: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, T)`` backward log-probabilities: the reference's (entry 0 carrying ``- log p_0(x_0)``),
-        or its learned correction (given the paths' conditions for a conditional target)."""
-        if self.backward is None:
-            return self.reference.log_pb_path(states)
-        first = self.first_backward
-        c_emb = None if condition is None else self.backward.embed_condition(condition).unsqueeze(1)
-        mean, var = self.backward_kernel(states[:, first + 1 :], slice(first, None), c_emb)
-        lp = process.gaussian_log_prob(states[:, first:-1], mean, var)
-        if first:  # the bridge's point mass at 0
-            return torch.cat([lp.new_zeros(lp.shape[0], 1), lp], dim=1)
-        return torch.cat([lp[:, :1] - self.reference.initial_log_prob(states[:, 0]).unsqueeze(-1), lp[:, 1:]], 1)
-
-    def backward_kernel(self, x_next, steps, c_emb=None):
-        """Corrected reference kernel ``N(x' (1 - (1 - m_k) c_mu), v_k c_var)`` at steps ``steps`` (int or
-        slice; ``x_next`` is ``x_{k+1}``). On the bridge, ``1 - m_k = dt / t_{k+1}`` and ``v_k = sigma^2 dt
-        t_k / t_{k+1}``. ``c_emb``: condition embeddings broadcastable against ``x_next``'s rows."""
-        emb = self.backward.embed_time(self.times[1:][steps])
-        out = self.backward(x_next, emb if c_emb is None else emb + c_emb)
-        r = self.config.backward_range
-        c_mu = 1 + r * torch.tanh(out[..., : self.dim])
-        c_var = 1 + r * torch.tanh(out[..., self.dim :])
+    def transition(self, x_next, steps, ctx=None):
+        """``(mean, var)`` at steps ``steps`` (an int, ``x_next`` (n, d); or a slice, ``x_next`` (B, len, d))."""
+        emb = self.embed_time(self.back_times[steps])
+        if ctx is not None:
+            emb = emb + (ctx.unsqueeze(1) if isinstance(steps, slice) else ctx)
+        out = self(x_next, emb)
+        c_mu = 1 + self.range * torch.tanh(out[..., : self.dim])
+        c_var = 1 + self.range * torch.tanh(out[..., self.dim :])
         shrink, var = self.back_shrink[steps], self.back_var[steps]
         if isinstance(steps, slice):
             shrink, var = shrink.unsqueeze(-1), var.unsqueeze(-1)
         return x_next * (1 - shrink * c_mu), var * c_var
-
-    @torch.no_grad()
-    def sample_backward(self, x_last: torch.Tensor, generator: torch.Generator | None = None, condition=None):
-        """Paths ``(B, T + 1, d)`` drawn backward from ``x_last`` through the (corrected) reference."""
-        if self.backward is None:
-            return self.reference.sample_backward(x_last, generator)
-        b, d, T = x_last.shape[0], self.dim, self.num_steps
-        c_emb = None if condition is None else self.backward.embed_condition(condition)
-        states = x_last.new_zeros(b, T + 1, d)
-        states[:, T] = x_last
-        noise = torch.randn(b, T, d, generator=generator, dtype=x_last.dtype, device=x_last.device)
-        for k in range(T - 1, self.first_backward - 1, -1):
-            mean, var = self.backward_kernel(states[:, k + 1], k, c_emb)
-            states[:, k] = mean + var.sqrt() * noise[:, k]
-        return states
 
 
 def exploration_std_at(iteration: int, std: float, decay_iterations: int | None) -> float:
@@ -309,10 +259,3 @@ def exploration_std_at(iteration: int, std: float, decay_iterations: int | None)
     if std <= 0 or decay_iterations is None:
         return max(std, 0.0)
     return std * max(0.0, 1.0 - iteration / decay_iterations)
-
-
-def noise_std(var, exploration_std: float):
-    """Sampling std of a kernel of variance ``var`` with extra exploration variance ``std^2`` added."""
-    if isinstance(var, torch.Tensor):
-        return (var + exploration_std**2).sqrt()
-    return math.sqrt(var + exploration_std**2)

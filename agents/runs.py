@@ -1,10 +1,11 @@
 """One run of any method: the code path shared by ``scripts/train_agent.py`` and ``scripts/benchmark.py``.
 
 A method is a preset name (``agents.presets.PRESETS``). The type of the preset's ``agent`` config
-selects its runner in ``RUNNERS``: GFlowNet and PIS-style agents train with
-``agents.training.Trainer``; baselines (MCMC, RL) register runners of their own. Every runner writes
-``config.json`` and ``metrics.json`` (at least the keys of ``agents.training.FINAL_KEYS``, null where
-a metric does not apply) into the run directory and returns the metrics dict.
+selects its runner in ``RUNNERS`` (each an ``agents.runner.Runner``): GFlowNet and PIS-style agents
+train with ``agents.training.Trainer``; baselines (MCMC, RL) register runners of their own. Every
+runner writes ``config.json`` and ``metrics.json`` (at least the keys of ``agents.runner.FINAL_KEYS``,
+null where a metric does not apply) into the run directory and returns the metrics dict; ``resume``
+continues a run directory through its runner (an error naming the method where it keeps no state).
 
     from diffsampler.agents.runs import RunSpec, run
     metrics = run(RunSpec("DiffSampler-Manywell-v0", "tb-expl", seed=1, budget=500), "runs/mw-tb-expl-s1")
@@ -14,15 +15,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from diffsampler.agents.baselines import rl as rl_baselines
 from diffsampler.agents.baselines.mcmc import MALAChainConfig, SMCConfig
 from diffsampler.agents.baselines.mcmc_runs import MALA_RUNNER, SMC_RUNNER
-from diffsampler.agents.config import config_from_spec, field_paths
+from diffsampler.agents.config import field_paths
 from diffsampler.agents.gflownet import GFlowNetConfig
-from diffsampler.agents.presets import Preset, get_preset
-from diffsampler.agents.training import TrainConfig, Trainer
+from diffsampler.agents.presets import PRESETS, get_preset
+from diffsampler.agents.runner import RunDirectory, Runner
+from diffsampler.agents.training import GFlowNetRunner
 
 
 @dataclass(frozen=True)
@@ -53,28 +55,6 @@ class RunSpec:
     def __post_init__(self):
         if self.budget is not None and (isinstance(self.budget, bool) or self.budget < 1):
             raise ValueError(f"budget must be None or a positive integer, got {self.budget!r}")
-
-
-class Runner(Protocol):
-    """How one kind of method is configured and run."""
-
-    config_type: type  # the run-config dataclass; its leaf fields are the overridable names
-
-    def build(self, spec: RunSpec, preset: Preset) -> Any:
-        """The validated run config of ``spec`` (overrides applied)."""
-
-    def run(self, config: Any, run_dir: str | os.PathLike | None, progress: bool) -> dict:
-        """Run it; write config.json and metrics.json into ``run_dir``; return the metrics."""
-
-
-class GFlowNetRunner:
-    config_type = TrainConfig
-
-    def build(self, spec: RunSpec, preset: Preset) -> TrainConfig:
-        return config_from_spec(TrainConfig, spec, preset, iterations=spec.budget or preset.iterations)
-
-    def run(self, config: TrainConfig, run_dir, progress: bool) -> dict:
-        return Trainer(config, run_dir).run(progress=progress)
 
 
 # Preset agent-config type -> runner. Baseline modules add their entries here.
@@ -110,3 +90,14 @@ def run(spec: RunSpec, run_dir: str | os.PathLike | None, progress: bool = False
     """Build and run ``spec`` into ``run_dir``; returns the final metrics."""
     runner = runner_for(spec.preset)
     return runner.run(runner.build(spec, get_preset(spec.preset)), run_dir, progress)
+
+
+def resume(run_dir: str | os.PathLike, iterations: int | None = None, writable: bool = True):
+    """The resumed run of ``run_dir`` through its preset's runner (config.json names the preset; a run
+    built outside a preset, ``preset="custom"``, is a GFlowNet run). A runner without state to resume
+    raises a ValueError naming the method."""
+    config = RunDirectory(run_dir, writable=False).read_json("config.json")
+    preset = config.get("preset")
+    if isinstance(preset, str) and preset in PRESETS:
+        return runner_for(preset).resume(run_dir, config, iterations, writable)
+    return RUNNERS[GFlowNetConfig].resume(run_dir, config, iterations, writable)

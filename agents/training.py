@@ -1,31 +1,30 @@
 """Training a GFlowNet sampler: the loop, periodic evaluation, logging, checkpoints and resume.
 
-A run directory holds ``config.json``, tensorboard events, ``figures/``, ``checkpoint.pt`` (written
-atomically) and, at the end, ``metrics.json``. ``Trainer.resume(run_dir)`` continues a run exactly
-where its last checkpoint left it: model, optimiser and random-generator states are all restored.
+A run directory (``agents.runner.RunDirectory``) holds ``config.json``, tensorboard events,
+``figures/``, ``checkpoint.pt`` and, at the end, ``metrics.json`` and ``samples.pt``, all written
+atomically. ``Trainer.resume(run_dir)`` continues a run exactly where its last checkpoint left it:
+model, optimiser and random-generator states are all restored. ``GFlowNetRunner`` is the runner of
+the GFlowNet, PIS, DDS and DIS presets (``agents.runs.RUNNERS``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import pickle
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-from diffsampler.agents import conditional, metrics
-from diffsampler.agents.config import from_dict, to_dict
-from diffsampler.agents.gflownet import GFlowNetAgent, GFlowNetConfig
-from diffsampler.agents.runtime import retain_freed_memory
-from diffsampler.envs.targets.base import EvaluationCounter
 
 from diffsampler import envs
-
-FINAL_KEYS = metrics.METRIC_KEYS + ("ms_per_iteration", "iterations", "wall_seconds", "energy_evaluations")
+from diffsampler.agents import conditional
+from diffsampler.agents.config import from_dict, to_dict
+from diffsampler.agents.evaluation import evaluate_kernel, repeat_summary
+from diffsampler.agents.gflownet import GFlowNetAgent, GFlowNetConfig
+from diffsampler.agents.runner import RunDirectory, Runner, final_metrics, setup_runtime
+from diffsampler.envs.targets.base import EvaluationCounter
 
 
 @dataclass(frozen=True)
@@ -104,16 +103,14 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> dict:
 
 
 class Trainer:
-    """Owns the MDP, the agent, the generators and the run directory of one training run."""
+    """Owns the MDP, the agent, the generators and the run directory of one training run.
 
-    def __init__(self, config: TrainConfig, run_dir: str | os.PathLike | None = None):
+    ``writable=False`` opens an existing run directory to evaluate it and writes nothing there.
+    """
+
+    def __init__(self, config: TrainConfig, run_dir: str | os.PathLike | None = None, writable: bool = True):
         self.config = config
-        if config.threads is not None:
-            torch.set_num_threads(config.threads)
-        if config.retain_memory and config.device.startswith("cpu"):
-            retain_freed_memory()
-        if config.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device {config.device!r} requested but CUDA is not available")
+        setup_runtime(config.device, config.threads, config.retain_memory)
         self.mdp = envs.make_mdp(config.env_id, device=config.device, **config.env_kwargs)
         self._counter = EvaluationCounter(self.mdp.target)
         self.energy_evaluations = 0  # log-reward rows evaluated by training (evaluation excluded)
@@ -125,32 +122,38 @@ class Trainer:
         self.train_seconds = 0.0
         self.last_eval: dict = {}
         self.last_samples: torch.Tensor | None = None  # terminal states of the last evaluation
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self._writer = None
-        if self.run_dir is not None:
-            (self.run_dir / "figures").mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(json.dumps(to_dict(config), indent=2))
+        self.directory = RunDirectory(run_dir, writable) if run_dir is not None else None
+        if self.directory is not None and writable and not (self.directory.exists("config.json") and _same_config(self)):
+            self.directory.write_json("config.json", to_dict(config))
+
+    @property
+    def run_dir(self):
+        return None if self.directory is None else self.directory.path
 
     # --- persistence --------------------------------------------------------------------------------
 
     @classmethod
-    def resume(cls, run_dir: str | os.PathLike, iterations: int | None = None) -> Trainer:
-        """Rebuild a run from its directory and load its checkpoint (optionally extending its budget)."""
-        run_dir = Path(run_dir)
-        if not (run_dir / "config.json").exists():
-            raise FileNotFoundError(f"no config.json in {run_dir}: not a run directory")
+    def resume(cls, run_dir: str | os.PathLike, iterations: int | None = None, writable: bool = True) -> Trainer:
+        """Rebuild a run from its directory and load its checkpoint (optionally extending its budget).
+
+        Every damaged file is a ValueError naming it; the checkpoint's iteration, seed and config must
+        agree with config.json. ``writable=False`` (evaluation) writes nothing.
+        """
+        directory = RunDirectory(run_dir, writable=False)
         try:
-            config = from_dict(TrainConfig, json.loads((run_dir / "config.json").read_text()))
-        except (TypeError, ValueError) as err:
-            raise ValueError(
-                f"{run_dir} is not a resumable GFlowNet training run (baseline runs such as smc or sb3-sac "
-                f"finish in one go; start them again instead): {err}"
-            ) from None
+            config = from_dict(TrainConfig, directory.read_json("config.json"))
+        except (TypeError, ValueError, AttributeError) as err:
+            raise ValueError(f"{directory / 'config.json'} is not the config of a GFlowNet run: {err}") from None
         if iterations is not None:
             config = dataclasses.replace(config, iterations=iterations)
-        trainer = cls(config, run_dir)
-        if (run_dir / "checkpoint.pt").exists():
-            trainer.load_state(load_checkpoint(run_dir / "checkpoint.pt", config.device))
+        if not directory.exists("checkpoint.pt"):
+            raise ValueError(
+                f"{run_dir} has no checkpoint.pt: the run stopped before its first checkpoint "
+                f"(every {config.checkpoint_every} iterations); start it again"
+            )
+        state = load_checkpoint(directory / "checkpoint.pt", config.device)
+        trainer = cls(config, run_dir, writable)
+        trainer.load_state(state, directory / "checkpoint.pt")
         return trainer
 
     def state(self) -> dict:
@@ -163,42 +166,42 @@ class Trainer:
             "generator": self.generator.get_state(),
             "cpu_generator": self.cpu_generator.get_state(),
             "source": None if self.agent.source is None else self.agent.source.state_dict(),
+            "seed": self.config.seed,
+            "agent_config": to_dict(self.config.agent),
         }
 
-    def load_state(self, state: dict) -> None:
-        self.agent.load_state_dict(state["agent"])
-        self.agent.optimizer.load_state_dict(state["optimizer"])
+    def load_state(self, state: dict, path="checkpoint") -> None:
+        """Restore a ``state()``; a ValueError naming ``path`` when it does not belong to this run."""
+        _check_state(state, self.config, path)
+        try:
+            self.agent.load_state_dict(state["agent"])
+            self.agent.optimizer.load_state_dict(state["optimizer"])
+            self.generator.set_state(state["generator"])
+            self.cpu_generator.set_state(state["cpu_generator"])
+            if self.agent.source is not None:
+                self.agent.source.load_state_dict(state["source"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            raise ValueError(f"{path} does not fit this run's model: {err}") from None
         self.iteration = state["iteration"]
-        self.train_seconds = state["train_seconds"]
-        self.energy_evaluations = state.get("energy_evaluations", 0)
-        self.generator.set_state(state["generator"])
-        self.cpu_generator.set_state(state["cpu_generator"])
-        if self.agent.source is not None:
-            self.agent.source.load_state_dict(state["source"])
+        self.train_seconds = float(state["train_seconds"])
+        self.energy_evaluations = int(state.get("energy_evaluations", 0))
 
     def save_checkpoint(self) -> None:
-        if self.run_dir is None:
-            return
-        tmp = self.run_dir / "checkpoint.pt.tmp"
-        torch.save(self.state(), tmp)
-        os.replace(tmp, self.run_dir / "checkpoint.pt")
-
-    @property
-    def writer(self):
-        if self._writer is None and self.run_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration + 1)
-        return self._writer
+        if self.directory is not None:
+            self.directory.save_tensor("checkpoint.pt", self.state())
 
     def _log(self, scalars: dict, step: int) -> None:
-        if self.writer is None:
+        writer = None if self.directory is None else self.directory.writer(purge_step=self.iteration + 1)
+        if writer is None:
             return
         for key, value in scalars.items():
             if value is not None and math.isfinite(float(value)):
-                self.writer.add_scalar(key, float(value), step)
+                writer.add_scalar(key, float(value), step)
 
     # --- evaluation ---------------------------------------------------------------------------------
+
+    def _figures(self, figure: bool | None) -> bool:
+        return (self.config.figures if figure is None else figure) and self.directory is not None and self.directory.writable
 
     @torch.no_grad()
     def evaluate(self, n: int | None = None, figure: bool | None = None, repeat: int = 0) -> dict:
@@ -214,27 +217,24 @@ class Trainer:
         cpu_gen = torch.Generator().manual_seed(eval_seed)
         if self.agent.conditions is not None:
             return self._evaluate_conditional(n, gen, figure)
-        traj = self.agent.sample(n, gen)
-        x = traj.terminal
+        policy = self.agent.policy
+        ev = evaluate_kernel(self.mdp, policy, n, gen, cpu_gen, policy.backward)
         if repeat == 0:
-            self.last_samples = x
-        exact = log_w_bwd = None
-        if target.has_sampler:
-            exact = target.sample(n, cpu_gen).to(self.config.device)
-            log_w_bwd = self.agent.sample_backward(exact, gen).log_weight
-        result = metrics.summarize(traj.log_weight, target.log_Z, x, exact, log_w_bwd, target)
+            self.last_samples = ev.samples
+        result = ev.summary(target)
         learned = self.agent.learned_log_z()
         result["log_z_learned"] = None if learned is None else float(learned)
-        if (self.config.figures if figure is None else figure) and self.run_dir is not None:
+        if self._figures(figure):
             from diffsampler.agents.plotting import plot_samples
 
+            x, exact = ev.samples, ev.exact
             sets = ({"exact": exact[:1000]} if exact is not None else {}) | {"model": x[:1000]}
-            if self.agent.source is not None and len(self.agent.source.replay) > 0:
-                source = self.agent.source
+            source = self.agent.source
+            if source is not None and getattr(source, "replay", None) is not None and len(source.replay) > 0:
                 use_ls = source.ls_buffer is not None and len(source.ls_buffer) > 0
                 sets["buffer"] = (source.ls_buffer if use_ls else source.replay).sample(1000, gen)[0]
-            path = self.run_dir / "figures" / f"samples_{self.iteration:06d}.png"
-            plot_samples(target, sets, str(path), f"{self.config.preset} on {self.config.env_id}, it {self.iteration}")
+            path = self.directory.figure_path(f"samples_{self.iteration:06d}.png")
+            plot_samples(target, sets, path, f"{self.config.preset} on {self.config.env_id}, it {self.iteration}")
         return result
 
     def _evaluate_conditional(self, n: int, gen, figure: bool | None) -> dict:
@@ -242,12 +242,12 @@ class Trainer:
         target = self.mdp.target
         k = self.config.eval_per_condition or conditional.default_per_condition(n, len(target.eval_conditions))
         result, x = conditional.evaluate_conditional(self.agent, k, gen)
-        if (self.config.figures if figure is None else figure) and self.run_dir is not None:
+        if self._figures(figure):
             from diffsampler.agents.plotting import plot_conditional_samples
 
-            path = self.run_dir / "figures" / f"samples_{self.iteration:06d}.png"
+            path = self.directory.figure_path(f"samples_{self.iteration:06d}.png")
             title = f"{self.config.preset} on {self.config.env_id}, it {self.iteration}"
-            plot_conditional_samples(target, target.eval_conditions, x, str(path), title)
+            plot_conditional_samples(target, target.eval_conditions, x, path, title)
         return result
 
     def evaluate_repeated(self, repeats: int) -> dict:
@@ -256,20 +256,13 @@ class Trainer:
         Separates the evaluation's own noise (a 2,000-sample log-mean-exp is noisy) from the model's
         quality. Returns ``{key: {"mean", "std", "values"}}`` for the numeric metrics.
         """
-        if repeats < 2:
-            raise ValueError(f"repeats must be >= 2, got {repeats!r}")
-        runs = [self.evaluate(figure=False, repeat=r + 1) for r in range(repeats)]
-        out = {}
-        for key in runs[0]:
-            values = [r[key] for r in runs]
-            if all(isinstance(v, (int, float)) for v in values):
-                t = torch.tensor(values, dtype=torch.float64)
-                out[key] = {"mean": float(t.mean()), "std": float(t.std()), "values": values}
-        return out
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 2:
+            raise ValueError(f"repeats must be an integer >= 2, got {repeats!r}")
+        return repeat_summary([self.evaluate(figure=False, repeat=r + 1) for r in range(repeats)])
 
     # --- the loop -----------------------------------------------------------------------------------
 
-    def run(self, progress: bool = True) -> dict:
+    def run_loop(self, progress: bool = True) -> dict:
         """Train up to ``config.iterations``, evaluating, logging and checkpointing on the way."""
         from tqdm.auto import tqdm
 
@@ -280,8 +273,7 @@ class Trainer:
         while self.iteration < cfg.iterations:
             it = self.iteration
             count = self._counter.count
-            backward_x = self.agent.backward_batch(it, self.generator, self.cpu_generator)
-            out = self.agent.train_step(it, self.generator, backward_x)
+            out = self.agent.train_step(it, self.generator, self.cpu_generator)
             self.energy_evaluations += self._counter.count - count
             self.iteration += 1
             window_iters += 1
@@ -315,6 +307,16 @@ class Trainer:
         bar.close()
         return self.finish(time.perf_counter() - start)
 
+    def run(self, progress: bool = True) -> dict:
+        """``run_loop`` holding the run directory's lock."""
+        if self.directory is not None:
+            self.directory.lock()
+        try:
+            return self.run_loop(progress)
+        finally:
+            if self.directory is not None:
+                self.directory.close()
+
     def _postfix(self) -> dict:
         keys = ("delta_log_z", "delta_log_z_rw", "w2") if self.mdp.target.log_Z is not None else ("log_z", "log_z_rw")
         return {k: f"{self.last_eval[k]:.3f}" for k in keys if self.last_eval.get(k) is not None}
@@ -323,18 +325,50 @@ class Trainer:
         """Final metrics (flat keys), written to ``metrics.json`` in the run directory."""
         if not self.last_eval:
             self.last_eval = self.evaluate()
-        result = {k: self.last_eval.get(k) for k in metrics.METRIC_KEYS}
-        result |= {k: v for k, v in self.last_eval.items() if k not in result}
-        result["ms_per_iteration"] = 1000 * self.train_seconds / max(self.iteration, 1)
-        result["iterations"] = self.iteration
-        result["wall_seconds"] = wall_seconds
-        result["energy_evaluations"] = self.energy_evaluations
-        if self.writer is not None:
-            self.writer.flush()
-        if self.run_dir is not None:
+        result = final_metrics(
+            self.last_eval,
+            ms_per_iteration=1000 * self.train_seconds / max(self.iteration, 1),
+            iterations=self.iteration,
+            wall_seconds=wall_seconds,
+            energy_evaluations=self.energy_evaluations,
+        )
+        if self.directory is not None and self.directory.writable:
             if self.config.save_samples and self.last_samples is not None:
-                tmp = self.run_dir / "samples.pt.tmp"
-                torch.save(self.last_samples[: self.config.save_samples].cpu().clone(), tmp)
-                os.replace(tmp, self.run_dir / "samples.pt")
-            (self.run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+                self.directory.save_tensor("samples.pt", self.last_samples[: self.config.save_samples].cpu().clone())
+            self.directory.write_json("metrics.json", result)
         return result
+
+
+def _same_config(trainer: Trainer) -> bool:
+    """Whether the run directory's config.json already holds this trainer's config (resume: no rewrite)."""
+    try:
+        return trainer.directory.read_json("config.json") == to_dict(trainer.config)
+    except ValueError:
+        return False
+
+
+def _check_state(state: dict, config: TrainConfig, path) -> None:
+    """A checkpoint must be this run's: its iteration within the budget, its seed and agent config those
+    of config.json (checkpoints written before they were recorded carry neither)."""
+    it = state.get("iteration")
+    if isinstance(it, bool) or not isinstance(it, int) or not 0 <= it <= config.iterations:
+        raise ValueError(f"{path}: iteration {it!r} is not an integer in [0, {config.iterations}] (the run's budget)")
+    if "seed" in state and state["seed"] != config.seed:
+        raise ValueError(f"{path} was written by a run with seed {state['seed']}, but config.json says {config.seed}")
+    if "agent_config" in state and state["agent_config"] != to_dict(config.agent):
+        raise ValueError(f"{path} was written by a run with another agent config than config.json's")
+    if not isinstance(state.get("train_seconds"), (int, float)):
+        raise ValueError(f"{path}: train_seconds {state.get('train_seconds')!r} is not a number")
+
+
+class GFlowNetRunner(Runner):
+    """The runner of the GFlowNet, PIS, DDS and DIS presets: ``Trainer``; resumable."""
+
+    config_type = TrainConfig
+    resumable = True
+
+    def run(self, config: TrainConfig, run_dir, progress: bool) -> dict:
+        return Trainer(config, run_dir).run(progress=progress)
+
+    def resume(self, run_dir, config: dict, iterations: int | None = None, writable: bool = True) -> Trainer:
+        return Trainer.resume(run_dir, iterations, writable)

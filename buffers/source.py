@@ -1,10 +1,13 @@
-"""Backward batches from a replay buffer refreshed by local search (Sendera et al., 2024).
+"""Training batches: the iteration schedule, and backward batches from exact samples or from a replay
+buffer refreshed by local search (Sendera et al., 2024).
 
-Training alternates: even iterations sample forward (exploratory) trajectories, whose terminal states
-go into the replay buffer; odd iterations train on backward trajectories from terminal states drawn
-from the local-search buffer. Every ``ls_cycle`` iterations, MALA chains started from prioritised
-replay-buffer samples refresh that local-search buffer. With ``ls_cycle = 0`` there is no local
-search and backward batches come straight from the replay buffer.
+``Schedule`` is the one place of the alternation: with a backward source, even iterations sample
+forward (exploratory) trajectories, whose terminal states go into the replay buffer, and odd
+iterations train on backward trajectories from a source's terminal states (``Batch``). A source is
+registered in ``SOURCES``: ``"exact"`` draws them from the target's exact sampler; ``"buffer"`` from the
+local-search buffer, which MALA chains started from prioritised replay-buffer samples refresh at the
+first backward iteration of every ``ls_cycle``. With ``ls_cycle = 0`` there is no local search and
+backward batches come straight from the replay buffer.
 
 For a conditional target (``conditions`` given) both buffers store each state's condition index;
 local search runs each chain on the target given its state's condition, and a backward batch is
@@ -15,8 +18,10 @@ in the batch has several trajectories, as in the forward batches).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+
 from diffsampler.buffers.local_search import LocalSearchConfig, local_search
 from diffsampler.buffers.replay import SAMPLING, ReplayBuffer
 
@@ -50,6 +55,67 @@ class BufferConfig:
             raise ValueError(f"ls_cycle must be >= 0, got {self.ls_cycle!r}")
 
 
+@dataclass(frozen=True)
+class Batch:
+    """One training batch. Forward (``x`` None): the agent samples its own trajectories, for the
+    conditions ``condition_index`` (B,) on a conditional target. Backward: trajectories drawn back from
+    the terminal states ``x`` (B, d), whose conditions are ``condition_index``."""
+
+    x: torch.Tensor | None = None
+    condition_index: torch.Tensor | None = None
+
+    @property
+    def backward(self) -> bool:
+        return self.x is not None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When training goes backward and local search runs.
+
+    Attributes:
+        backward: odd iterations train on backward batches (there is a backward source).
+        ls_cycle: local search refreshes its buffer at the iterations ``k * ls_cycle + 1`` (the first
+            backward iteration of each cycle) and whenever its buffer is empty; 0: never.
+    """
+
+    backward: bool = False
+    ls_cycle: int = 0
+
+    def is_backward(self, iteration: int) -> bool:
+        return self.backward and iteration % 2 == 1
+
+    def refreshes(self, iteration: int, empty: bool) -> bool:
+        return self.ls_cycle > 0 and (empty or iteration % self.ls_cycle == 1)
+
+
+class ExactSource:
+    """Backward batches of exact target samples (``target.sample``, driven by the CPU generator)."""
+
+    def __init__(
+        self, target, dim: int, config: BufferConfig, batch_size: int, device="cpu", conditions=None, repeats=1
+    ):
+        if not target.has_sampler:
+            raise ValueError(f"backward_source='exact' but {target!r} has no exact sampler")
+        self.target, self.batch_size, self.device = target, batch_size, device
+        self.schedule = Schedule(backward=True)
+
+    def backward_batch(self, iteration: int, generator=None, cpu_generator=None) -> Batch:
+        return Batch(self.target.sample(self.batch_size, cpu_generator).to(self.device))
+
+    def observe(self, *args) -> None:
+        """Forward batches are not kept."""
+
+    def diagnostics(self) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """Nothing to restore."""
+
+
 class BufferSource:
     """Owns the replay buffer, the local-search buffer and the adapted MALA step size."""
 
@@ -70,6 +136,7 @@ class BufferSource:
 
         self.replay = make()
         self.ls_buffer = make() if c.ls_cycle > 0 else None
+        self.schedule = Schedule(backward=True, ls_cycle=c.ls_cycle)
         self.step_size = c.local_search.ls_step_size
         self.last_info: dict[str, float] = {}
 
@@ -94,18 +161,17 @@ class BufferSource:
             "accepted": float(result.x.shape[0]),
         }
 
-    def backward_batch(self, iteration: int, generator=None):
-        """Terminal states of this iteration's backward batch (odd iterations), or None; with conditions,
-        a pair (states, condition indices)."""
-        if iteration % 2 == 0 or len(self.replay) == 0:
+    def backward_batch(self, iteration: int, generator=None, cpu_generator=None) -> Batch | None:
+        """This (backward) iteration's batch, or None while the replay buffer is empty."""
+        if len(self.replay) == 0:
             return None
-        if self.ls_buffer is not None and (len(self.ls_buffer) == 0 or iteration % self.config.ls_cycle == 1):
+        if self.schedule.refreshes(iteration, self.ls_buffer is not None and len(self.ls_buffer) == 0):
             self.refresh(iteration, generator)
         buffer = self.replay if self.ls_buffer is None else self.ls_buffer
         if self.conditions is None:
-            return buffer.sample(self.batch_size, generator)[0]
+            return Batch(buffer.sample(self.batch_size, generator)[0])
         x, _, index = buffer.sample_with_index(self.batch_size // self.repeats, generator)
-        return x.repeat_interleave(self.repeats, 0), index.repeat_interleave(self.repeats)
+        return Batch(x.repeat_interleave(self.repeats, 0), index.repeat_interleave(self.repeats))
 
     def diagnostics(self) -> dict[str, float]:
         out = {f"ls/{k}": v for k, v in self.last_info.items()}
@@ -128,3 +194,7 @@ class BufferSource:
         self.step_size = state["step_size"]
         if self.ls_buffer is not None:
             self.ls_buffer.load_state_dict(state["ls_buffer"])
+
+
+# backward_source -> source (all built with the same arguments).
+SOURCES: dict[str, Any] = {"exact": ExactSource, "buffer": BufferSource}

@@ -12,6 +12,7 @@ Importing this package registers ``DiffSampler-<Target>-v0`` for every entry of 
 from __future__ import annotations
 
 import gymnasium
+
 from diffsampler.envs.sampler_mdp import DiffusionMDP
 from diffsampler.envs.targets import CONDITIONAL_TARGETS, TARGETS, Target, make_target
 

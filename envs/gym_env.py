@@ -18,10 +18,11 @@ import math
 import gymnasium as gym
 import numpy as np
 import torch
-from diffsampler.envs.sampler_mdp import DiffusionMDP
-from diffsampler.envs.targets import Target, make_target
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
+
+from diffsampler.envs.sampler_mdp import DiffusionMDP
+from diffsampler.envs.targets import Target, make_target
 
 
 def _build_mdp(target, num_steps, t_scale, reward_mode, device, reference, reference_kwargs, target_kwargs):

@@ -44,15 +44,32 @@ def time_grid(num_steps: int, device=None, dtype=torch.float32) -> torch.Tensor:
     return torch.arange(num_steps + 1, device=device, dtype=dtype) / num_steps
 
 
-def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, var) -> torch.Tensor:
+def gaussian_log_density(sq: torch.Tensor, var, d: int) -> torch.Tensor:
+    """``log N`` of a residual of squared norm ``sq`` under an isotropic Gaussian of variance ``var`` in
+    ``d`` dimensions: ``-sq / 2 var - d (log var + log 2 pi) / 2``. ``var`` is a positive float or a tensor
+    broadcastable to ``sq`` (one variance per row). The one place of this formula (with
+    ``gaussian_log_prob``, its per-dimension form)."""
+    if isinstance(var, torch.Tensor):
+        return -0.5 * sq / var - 0.5 * d * (var.log() + LOG_2PI)
+    return -0.5 * sq / var - 0.5 * d * (math.log(var) + LOG_2PI)
+
+
+def gaussian_log_prob(x: torch.Tensor, mean, var) -> torch.Tensor:
     """Log-density of a diagonal Gaussian, summed over the last dimension.
 
-    ``var`` is a tensor broadcastable to ``x`` (per-dimension variances) or a positive float.
+    ``var`` is a positive float, or a tensor broadcastable to ``x`` (per-dimension or per-row
+    variances); ``mean`` a tensor or a number.
     """
-    d = x.shape[-1]
     if isinstance(var, torch.Tensor):
         return -0.5 * (((x - mean) ** 2 / var) + var.log() + LOG_2PI).sum(-1)
-    return -0.5 * ((x - mean) ** 2).sum(-1) / var - 0.5 * d * (math.log(var) + LOG_2PI)
+    return gaussian_log_density(((x - mean) ** 2).sum(-1), var, x.shape[-1])
+
+
+def noise_std(var, extra_std: float = 0.0):
+    """Sampling std of a Gaussian kernel of variance ``var`` (float or tensor) with ``extra_std^2`` added."""
+    if isinstance(var, torch.Tensor):
+        return (var + extra_std**2).sqrt()
+    return math.sqrt(var + extra_std**2)
 
 
 def bridge_backward_params(x_next: torch.Tensor, k_next, num_steps: int, t_scale: float):
@@ -74,8 +91,7 @@ def bridge_log_pb(x_prev: torch.Tensor, x_next: torch.Tensor, k_next, num_steps:
     mean, var = bridge_backward_params(x_next, k_next, num_steps, t_scale)
     first = var <= 0
     safe_var = torch.where(first, torch.ones_like(var), var)
-    d = x_prev.shape[-1]
-    lp = -0.5 * ((x_prev - mean) ** 2).sum(-1) / safe_var - 0.5 * d * (safe_var.log() + LOG_2PI)
+    lp = gaussian_log_density(((x_prev - mean) ** 2).sum(-1), safe_var, x_prev.shape[-1])
     return torch.where(first, torch.zeros_like(lp), lp)
 
 
@@ -92,7 +108,7 @@ def bridge_log_pb_path(states: torch.Tensor, t_scale: float) -> torch.Tensor:
     var = ratio.squeeze(-1) * (t_scale / num_steps)  # (T-1,)
     resid = torch.addcmul(states[:, 1:-1], states[:, 2:], ratio, value=-1.0)  # (B, T-1, d), one pass
     sq = torch.linalg.vector_norm(resid, dim=-1).square()  # a norm reads once and writes nothing big
-    lp = -0.5 * sq / var - 0.5 * d * (var.log() + LOG_2PI)
+    lp = gaussian_log_density(sq, var, d)
     return torch.cat([lp.new_zeros(lp.shape[0], 1), lp], dim=1)
 
 
@@ -112,12 +128,6 @@ def bridge_sample_backward(
     states = walk - frac * (walk[:, -1:] - x_last.unsqueeze(1))
     states[:, -1] = x_last  # exact, free of rounding
     return states
-
-
-def reference_marginal_log_prob(x: torch.Tensor, t, t_scale: float) -> torch.Tensor:
-    """``log N(x; 0, sigma2 * t I)``, the reference process's marginal at time ``t > 0``."""
-    var = t_scale * t
-    return gaussian_log_prob(x, torch.zeros_like(x), var)
 
 
 # --- variance-preserving (Ornstein-Uhlenbeck) reference -------------------------------------------
@@ -177,10 +187,9 @@ def vp_log_pb_path(states: torch.Tensor, rho: torch.Tensor, var: torch.Tensor, t
     ``rho = sqrt(1 - a)`` and ``var = sigma2 a`` are ``(T,)`` in the states' dtype and device. Entry
     ``k`` is ``log N(x_k; rho_k x_{k+1}, var_k)``; entry 0 also carries ``- log p_0(x_0)``.
     """
-    d = states.shape[-1]
     resid = states[:, :-1] - rho.unsqueeze(-1) * states[:, 1:]
-    lp = -0.5 * (resid.square().sum(-1) / var) - 0.5 * d * (var.log() + LOG_2PI)
-    log_p0 = gaussian_log_prob(states[:, 0], torch.zeros_like(states[:, 0]), t_scale)
+    lp = gaussian_log_density(resid.square().sum(-1), var, states.shape[-1])
+    log_p0 = gaussian_log_prob(states[:, 0], 0.0, t_scale)
     return torch.cat([lp[:, :1] - log_p0.unsqueeze(-1), lp[:, 1:]], dim=1)
 
 
@@ -189,26 +198,6 @@ def vp_log_pb(x_prev, x_next, k_next, rho: torch.Tensor, var: torch.Tensor, t_sc
     shape ``x.shape[:-1]``); transitions with ``k_next == 1`` also carry ``- log p_0(x_prev)``."""
     k = torch.as_tensor(k_next, device=x_next.device) - 1
     r, v = rho[k], var[k]
-    d = x_prev.shape[-1]
-    lp = -0.5 * ((x_prev - r.unsqueeze(-1) * x_next).square().sum(-1) / v) - 0.5 * d * (v.log() + LOG_2PI)
-    log_p0 = gaussian_log_prob(x_prev, torch.zeros_like(x_prev), t_scale)
+    lp = gaussian_log_density((x_prev - r.unsqueeze(-1) * x_next).square().sum(-1), v, x_prev.shape[-1])
+    log_p0 = gaussian_log_prob(x_prev, 0.0, t_scale)
     return torch.where(k == 0, lp - log_p0, lp)
-
-
-def vp_sample_backward(
-    x_last: torch.Tensor, rho: torch.Tensor, std: torch.Tensor, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Paths ``(B, T + 1, d)`` drawn backward through the VP kernels from ``x_last`` ``(B, d)``.
-
-    ``x_k = rho_k x_{k+1} + std_k eps_k`` with ``std = sigma sqrt(a)``: T fused batched steps (a loop
-    over time, never over the batch); ``states[:, T] = x_last`` exactly.
-    """
-    b, d = x_last.shape
-    num_steps = rho.shape[0]
-    noise = torch.randn(num_steps, b, d, generator=generator, dtype=x_last.dtype, device=x_last.device)
-    noise.mul_(std.view(-1, 1, 1))
-    states = x_last.new_empty(num_steps + 1, b, d)
-    states[num_steps] = x_last
-    for k, r in zip(range(num_steps - 1, -1, -1), rho.flip(0).tolist(), strict=True):
-        torch.add(noise[k], states[k + 1], alpha=r, out=states[k])
-    return states.transpose(0, 1).contiguous()

@@ -24,7 +24,8 @@ import math
 from typing import ClassVar
 
 import torch
-from diffsampler.envs import process
+
+from diffsampler.envs import engine, process
 
 
 class Reference:
@@ -69,8 +70,30 @@ class Reference:
         raise NotImplementedError
 
     def sample_backward(self, x_last: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Paths ``(B, T + 1, d)`` drawn from the kernels backward from ``x_last`` ``(B, d)``."""
-        raise NotImplementedError
+        """Paths ``(B, T + 1, d)`` drawn from the kernels backward from ``x_last`` ``(B, d)``: the engine's
+        backward loop over this reference's own kernels (a reference may override it with a closed form)."""
+        first = 0 if self.random_start else 1
+        return engine.backward_loop(self, x_last, generator, self.context(None), first)
+
+    # The backward-kernel protocol of ``envs.engine`` (``context``, ``transition``), so that the engine
+    # samples the reference's kernels and a learned backward kernel with one loop.
+
+    def context(self, condition=None):
+        return None
+
+    def transition(self, x_next: torch.Tensor, step: int, ctx=None):
+        """``(mean, var)`` of ``p_B(x_step | x_{step + 1} = x_next)``, var a 0-dim tensor."""
+        m, v = self._backward_cast(x_next)
+        return m[step] * x_next, v[step]
+
+    def _backward_cast(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``backward_coefs()`` in ``like``'s device and dtype, converted once per (device, dtype)."""
+        cache = self.__dict__.setdefault("_cast", {})
+        key = (like.device, like.dtype)
+        if key not in cache:
+            m, v = self.backward_coefs()
+            cache[key] = (m.to(like.device, like.dtype), v.to(like.device, like.dtype))
+        return cache[key]
 
     def marginal_log_prob(self, x: torch.Tensor, t) -> torch.Tensor:
         """Log-density of the reference process's marginal at time ``t`` (scalar or broadcastable)."""
@@ -111,7 +134,7 @@ class BridgeReference(Reference):
 
     def marginal_log_prob(self, x, t):
         var = torch.as_tensor(self.t_scale * t, dtype=x.dtype, device=x.device)  # t: scalar or x.shape[:-1]
-        return -0.5 * (x.square().sum(-1) / var + x.shape[-1] * (var.log() + process.LOG_2PI))
+        return process.gaussian_log_density(x.square().sum(-1), var, x.shape[-1])
 
 
 class VPReference(Reference):
@@ -127,7 +150,6 @@ class VPReference(Reference):
         self.step_integrals = process.vp_step_integrals(self.num_steps, self.beta_min, self.beta_max)  # B_k
         self.rho = torch.exp(-0.5 * self.step_integrals)  # sqrt(1 - a_k), float64
         self.var = self.t_scale * -torch.expm1(-self.step_integrals)  # sigma2 a_k, float64
-        self._cast: dict = {}
 
     def kwargs(self) -> dict:
         return {"beta_min": self.beta_min, "beta_max": self.beta_max}
@@ -136,19 +158,12 @@ class VPReference(Reference):
         """``beta`` at MDP time ``t`` (diffusion time ``1 - t``)."""
         return self.beta_min + (self.beta_max - self.beta_min) * (1.0 - t)
 
-    def _coefs(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(rho, var)`` in ``like``'s device and dtype, converted once per (device, dtype)."""
-        key = (like.device, like.dtype)
-        if key not in self._cast:
-            self._cast[key] = (self.rho.to(like.device, like.dtype), self.var.to(like.device, like.dtype))
-        return self._cast[key]
-
     def initial_sample(self, n, dim, generator=None, device=None, dtype=torch.float32):
         noise = torch.randn(n, dim, generator=generator, device=device, dtype=dtype)
         return noise.mul_(math.sqrt(self.t_scale))
 
     def initial_log_prob(self, x0):
-        return process.gaussian_log_prob(x0, torch.zeros_like(x0), self.t_scale)
+        return process.gaussian_log_prob(x0, 0.0, self.t_scale)
 
     def forward_coefs(self):
         return self.rho.clone(), self.var.clone()
@@ -157,19 +172,15 @@ class VPReference(Reference):
         return self.rho.clone(), self.var.clone()
 
     def log_pb(self, x_prev, x_next, k_next):
-        rho, var = self._coefs(x_next)
+        rho, var = self._backward_cast(x_next)
         return process.vp_log_pb(x_prev, x_next, k_next, rho, var, self.t_scale)
 
     def log_pb_path(self, states):
-        rho, var = self._coefs(states)
+        rho, var = self._backward_cast(states)
         return process.vp_log_pb_path(states, rho, var, self.t_scale)
 
-    def sample_backward(self, x_last, generator=None):
-        rho, var = self._coefs(x_last)
-        return process.vp_sample_backward(x_last, rho, var.sqrt(), generator)
-
     def marginal_log_prob(self, x, t):
-        return process.gaussian_log_prob(x, torch.zeros_like(x), self.t_scale)
+        return process.gaussian_log_prob(x, 0.0, self.t_scale)
 
 
 REFERENCES: dict[str, type[Reference]] = {"bridge": BridgeReference, "vp": VPReference}

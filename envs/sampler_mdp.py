@@ -19,7 +19,8 @@ same code paths with ``condition = None``.
 from __future__ import annotations
 
 import torch
-from diffsampler.envs import process
+
+from diffsampler.envs import engine, process
 from diffsampler.envs.reference import Reference, make_reference
 from diffsampler.envs.targets import Target, is_conditional, make_target
 
@@ -80,6 +81,16 @@ class DiffusionMDP:
     def cond_dim(self) -> int:
         """Size of an episode's condition (0 for an unconditional target)."""
         return self.target.cond_dim if self.conditional else 0
+
+    # The trajectory engine (``envs.engine``): rollouts of a kernel, backward rollouts, scoring of paths.
+    rollout = engine.rollout
+    rollout_backward = engine.rollout_backward
+    score = engine.score
+
+    def bind(self, condition: torch.Tensor | None = None):
+        """The reward as an unconditional target: the target itself, or the conditional target given
+        ``condition`` (rows of ``x`` and ``condition`` pair up; ``condition`` broadcasts over leading dims)."""
+        return self.target if condition is None else self.target.bind(condition)
 
     def initial_positions(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` initial states ``x_0 ~ p_0`` (zeros for the bridge, no random numbers drawn)."""

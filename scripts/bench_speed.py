@@ -45,6 +45,7 @@ TARGETS = {
 def _setup(device: str, threads: int | None) -> None:
     """Threads, and on CPU the allocator setting the Trainer applies (``TrainConfig.retain_memory``)."""
     import torch
+
     from diffsampler.agents.runtime import retain_freed_memory
 
     if threads:
@@ -56,10 +57,10 @@ def _setup(device: str, threads: int | None) -> None:
 def measure(preset: str, target: str, iterations: int, warmup: int, device: str, threads: int | None) -> dict:
     """Time ``iterations`` training steps after ``warmup`` ones, in this process."""
     import torch
-    from diffsampler.agents.gflownet import GFlowNetAgent
-    from diffsampler.agents.presets import get_preset
 
     from diffsampler import envs
+    from diffsampler.agents.gflownet import GFlowNetAgent
+    from diffsampler.agents.presets import get_preset
 
     _setup(device, threads)
     env_id, kwargs = TARGETS[target]
@@ -75,7 +76,7 @@ def measure(preset: str, target: str, iterations: int, warmup: int, device: str,
     times = []
     for it in range(warmup + iterations):
         start = time.perf_counter()
-        agent.train_step(it, gen, agent.backward_batch(it, gen, cpu_gen))
+        agent.train_step(it, gen, cpu_gen)
         sync()
         if it >= warmup:
             times.append(1000 * (time.perf_counter() - start))
@@ -90,10 +91,10 @@ def measure_local_search(target: str, device: str, threads: int | None, cycles: 
     """Local-search call (300 chains x 200 MALA steps), buffer add at capacity 600,000, and
     ``tb-expl-ls`` ms/iteration averaged over whole local-search cycles with both buffers full."""
     import torch
-    from diffsampler.agents.gflownet import GFlowNetAgent
-    from diffsampler.agents.presets import get_preset
 
     from diffsampler import envs
+    from diffsampler.agents.gflownet import GFlowNetAgent
+    from diffsampler.agents.presets import get_preset
 
     _setup(device, threads)
     env_id, kwargs = TARGETS[target]
@@ -111,10 +112,10 @@ def measure_local_search(target: str, device: str, threads: int | None, cycles: 
     add_ms = _timed(lambda: source.replay.add(batch, log_r), 100, sync)
     cycle = source.config.ls_cycle
     for it in range(4):  # warm-up
-        agent.train_step(it, gen, agent.backward_batch(it, gen, cpu_gen))
+        agent.train_step(it, gen, cpu_gen)
     start = time.perf_counter()
     for it in range(cycle * cycles):
-        agent.train_step(it, gen, agent.backward_batch(it, gen, cpu_gen))
+        agent.train_step(it, gen, cpu_gen)
     sync()
     it_ms = 1000 * (time.perf_counter() - start) / (cycle * cycles)
     return {"target": target, "ls_call_ms": ls_ms, "add_ms": add_ms, "tb_expl_ls_ms": it_ms}
@@ -135,11 +136,11 @@ def measure_gradient(target: str, device: str, threads: int | None) -> dict:
     """Log-reward with its autograd gradient on a batch of 300 policy samples, and one local-search call
     of ``tb-expl-lp-ls`` (300 chains x 200 MALA steps; amortised over its cycle of 100 iterations)."""
     import torch
+
+    from diffsampler import envs
     from diffsampler.agents.gflownet import GFlowNetAgent
     from diffsampler.agents.presets import get_preset
     from diffsampler.buffers.local_search import value_and_grad
-
-    from diffsampler import envs
 
     _setup(device, threads)
     env_id, kwargs = TARGETS[target]
@@ -147,7 +148,7 @@ def measure_gradient(target: str, device: str, threads: int | None) -> dict:
     torch.manual_seed(0)
     agent = GFlowNetAgent(mdp, get_preset("tb-expl-lp-ls").agent)
     gen = torch.Generator(device).manual_seed(0)
-    agent.train_step(0, gen, None)  # one forward batch fills the replay buffer
+    agent.train_step(0, gen)  # one forward batch fills the replay buffer
     x = agent.source.replay.sample(300, gen)[0]
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     grad_ms = _timed(lambda: value_and_grad(mdp.target.log_reward, x), 30, sync)

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
+import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from diffsampler.agents import runs  # noqa: E402
 from diffsampler.agents.config import field_paths  # noqa: E402
 from diffsampler.agents.presets import PRESETS  # noqa: E402
-from diffsampler.agents.runs import GFlowNetRunner, RunSpec, runner_for, split_extra  # noqa: E402
-from diffsampler.agents.training import FINAL_KEYS, Trainer  # noqa: E402
+from diffsampler.agents.runner import FINAL_KEYS, RunDirectory  # noqa: E402
+from diffsampler.agents.runs import RunSpec, runner_for, split_extra  # noqa: E402
 
 DEFAULT_ENV, DEFAULT_PRESET, DEFAULT_ITERATIONS = "DiffSampler-GMM25-v0", "tb-expl-lp", 2000
 
@@ -77,20 +78,23 @@ def print_table(result: dict, title: str) -> None:
         print(f"| {key} | {text} |")
 
 
-def evaluate_only(trainer: Trainer, repeats: int) -> int:
-    if trainer.run_dir is None or not (trainer.run_dir / "checkpoint.pt").exists():
-        print("error: --evaluate needs --resume RUN_DIR of a run with a checkpoint", file=sys.stderr)
-        return 2
+def evaluate_only(trainer, repeats: int) -> int:
+    """K evaluations of a saved model. The run's own files are never touched; the summary goes to
+    ``eval_repeats.json`` beside them when the directory is writable."""
     try:
         result = trainer.evaluate_repeated(repeats)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    (trainer.run_dir / "eval_repeats.json").write_text(json.dumps(result, indent=2))
     print(f"\n{repeats} evaluations of {trainer.config.eval_samples} trajectories at iteration {trainer.iteration}\n")
     print("| metric | mean | std |\n|---|---|---|")
     for key, stats in result.items():
         print(f"| {key} | {stats['mean']:.4f} | {stats['std']:.4f} |")
+    if os.access(trainer.run_dir, os.W_OK):
+        RunDirectory(trainer.run_dir, writable=True).write_json("eval_repeats.json", result)
+        print(f"\nsummary: {trainer.run_dir / 'eval_repeats.json'}")
+    else:
+        print(f"\n{trainer.run_dir} is read-only: the summary above is not saved")
     return 0
 
 
@@ -145,10 +149,10 @@ def main(argv=None) -> int:
         return 2
     try:
         if args.resume:
-            trainer = Trainer.resume(args.resume, args.iterations)
+            trainer = runs.resume(args.resume, args.iterations, writable=args.evaluate is None)
             if args.evaluate is not None:
                 return evaluate_only(trainer, args.evaluate)
-            runner, config, run_dir = GFlowNetRunner(), trainer.config, trainer.run_dir
+            config, run_dir = trainer.config, trainer.run_dir
         else:
             spec = build_spec(args, extra)
             runner = runner_for(spec.preset)
@@ -162,14 +166,14 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"training {args.preset if not args.resume else config.preset} on {config.env_id} -> {run_dir}")
-    if args.resume:
-        result = trainer.run(progress=not args.no_progress)
-    else:
-        try:
+    try:
+        if args.resume:
+            result = trainer.run(progress=not args.no_progress)
+        else:
             result = runner.run(config, run_dir, progress=not args.no_progress)
-        except (ValueError, FileNotFoundError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print_table(result, f"{config.preset} on {config.env_id} (seed {config.seed})")
     figs = sorted((run_dir / "figures").glob("*.png"))
     if figs:

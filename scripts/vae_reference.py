@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import torch
+
     from diffsampler.envs.targets import make_target
 
     torch.set_num_threads(1)

@@ -4,13 +4,13 @@ import math
 
 import pytest
 import torch
-from diffsampler.agents.gflownet import GFlowNetAgent, GFlowNetConfig
-from diffsampler.agents.policy import DiffusionPolicy, PolicyConfig, clipped_score
-from diffsampler.agents.presets import PRESETS
-from diffsampler.agents.rollout import evaluate, sample_backward, sample_forward
-from diffsampler.envs.targets import Gaussian
 
 from diffsampler import envs
+from diffsampler.agents.gflownet import GFlowNetAgent, GFlowNetConfig
+from diffsampler.agents.policy import DiffusionPolicy, PolicyConfig
+from diffsampler.agents.presets import PRESETS
+from diffsampler.envs.engine import Paths, clipped_score
+from diffsampler.envs.targets import Gaussian
 
 
 class ExactGaussianPolicy(DiffusionPolicy):
@@ -46,6 +46,7 @@ class ExactGaussianPolicy(DiffusionPolicy):
 @pytest.mark.parametrize("mu, s, sigma2", [(0.0, 1.0, 1.0), (1.5, 0.7, 2.0), (-2.0, 2.5, 5.0)])
 def test_exact_policy_gives_log_weight_equal_log_z(mu, s, sigma2):
     target = Gaussian(dim=3, mean=mu, std=s)
+    mdp = envs.DiffusionMDP(target, num_steps=20, t_scale=sigma2, dtype=torch.float64)
     policy = ExactGaussianPolicy(3, 20, sigma2, mu, s).double()
     policy.times = policy.times.double()
     g = torch.Generator().manual_seed(0)
@@ -54,9 +55,7 @@ def test_exact_policy_gives_log_weight_equal_log_z(mu, s, sigma2):
         for k in range(20):
             mean, var = policy.kernel(states[:, k], policy.times[k])
             states[:, k + 1] = mean + var.sqrt() * torch.randn(64, 3, generator=g, dtype=torch.float64)
-        from diffsampler.agents.rollout import Paths
-
-        traj = evaluate(policy, Paths(states, target.log_reward(states[:, -1])))
+        traj = mdp.score(policy, Paths(states, target.log_reward(states[:, -1])))
     torch.testing.assert_close(traj.log_weight, torch.full((64,), target.log_Z, dtype=torch.float64))
 
 
@@ -81,13 +80,13 @@ def test_exploration_adds_variance_but_log_pf_uses_own_kernel():
     mdp = envs.make_mdp("DiffSampler-Gaussian-v0", dim=2, num_steps=20)
     agent = GFlowNetAgent(mdp, GFlowNetConfig("tb"))
     n = 4000
-    on = sample_forward(agent.policy, mdp.target, n, 0.0, torch.Generator().manual_seed(0))
-    off = sample_forward(agent.policy, mdp.target, n, 0.3, torch.Generator().manual_seed(0))
+    on = mdp.rollout(agent.policy, n, torch.Generator().manual_seed(0), 0.0)
+    off = mdp.rollout(agent.policy, n, torch.Generator().manual_seed(0), 0.3)
     # Zero network: x_T ~ N(0, sigma^2 (+ T * 0.09)) per coordinate; compare variances with SE bounds.
     for paths, var in ((on, mdp.t_scale), (off, mdp.t_scale + mdp.num_steps * 0.09)):
         est = paths.states[:, -1].var(0)
         assert torch.all((est - var).abs() < 4 * var * math.sqrt(2 / (n - 1)))
-    traj = evaluate(agent.policy, off)
+    traj = mdp.score(agent.policy, off)
     step = off.states[:, 1:] - off.states[:, :-1]
     expected = -0.5 * step.square() / (mdp.t_scale * mdp.dt) - 0.5 * math.log(2 * math.pi * mdp.t_scale * mdp.dt)
     torch.testing.assert_close(traj.log_pf, expected.sum(-1))
@@ -97,7 +96,7 @@ def test_backward_paths_end_at_given_states_and_start_at_zero():
     mdp = envs.make_mdp("DiffSampler-GMM25-v0")
     agent = GFlowNetAgent(mdp, GFlowNetConfig("tb", policy=PolicyConfig(langevin=True)))
     x = mdp.target.sample(50, torch.Generator().manual_seed(0))
-    paths = sample_backward(agent.policy, mdp.target, x, torch.Generator().manual_seed(1))
+    paths = mdp.rollout_backward(x, torch.Generator().manual_seed(1), score_clip=agent.policy.score_clip)
     assert torch.equal(paths.states[:, -1], x) and torch.equal(paths.states[:, 0], torch.zeros_like(x))
     assert paths.scores.shape == (50, mdp.num_steps, 2)
     torch.testing.assert_close(
@@ -111,7 +110,7 @@ def _train(preset, env_id, steps, seed=0, **env_kwargs):
     agent = GFlowNetAgent(mdp, PRESETS[preset].agent)
     g = torch.Generator().manual_seed(seed)
     for it in range(steps):
-        agent.train_step(it, g, agent.backward_batch(it, g, g))
+        agent.train_step(it, g, g)
     return agent
 
 
@@ -162,7 +161,7 @@ def test_learned_log_z_of_flow_agents_is_the_initial_flow(objective):
     torch.manual_seed(0)
     agent = GFlowNetAgent(mdp, GFlowNetConfig(objective))
     torch.nn.init.normal_(agent.flow.joint[-1].weight)  # a non-trivial flow
-    paths = sample_forward(agent.policy, mdp.target, 5, 0.0, torch.Generator().manual_seed(0), True)
+    paths = mdp.rollout(agent.policy, 5, torch.Generator().manual_seed(0), need_log_r_states=True)
     with torch.no_grad():
         log_f = agent.log_flows(paths)
     torch.testing.assert_close(log_f[:, 0], agent.learned_log_z().expand(5))
@@ -177,15 +176,17 @@ def test_learned_variance_and_backward_start_at_the_fixed_kernels_and_then_move(
     torch.manual_seed(0)
     learned = DiffusionPolicy(4, 10, mdp.t_scale, PolicyConfig(learn_variance=True, learn_backward=True))
     x = mdp.target.sample(32, torch.Generator().manual_seed(0))
-    paths = sample_backward(learned, mdp.target, x, torch.Generator().manual_seed(1))
+    paths = mdp.rollout_backward(x, torch.Generator().manual_seed(1), backward=learned.backward)
     assert torch.equal(paths.states[:, -1], x) and torch.equal(paths.states[:, 0], torch.zeros_like(x))
     with torch.no_grad():
-        torch.testing.assert_close(learned.log_pb_path(paths.states), plain.log_pb_path(paths.states))
-        torch.testing.assert_close(learned.log_pf_path(paths.states), plain.log_pf_path(paths.states))
+        a, b = mdp.score(learned, paths, learned.backward), mdp.score(plain, paths)
+        torch.testing.assert_close(a.log_pb, b.log_pb)
+        torch.testing.assert_close(a.log_pf, b.log_pf)
         torch.nn.init.normal_(learned.net.joint[-1].weight, std=0.1)
         torch.nn.init.normal_(learned.backward.joint[-1].weight, std=0.1)
-        assert not torch.allclose(learned.log_pf_path(paths.states), plain.log_pf_path(paths.states))
-        assert not torch.allclose(learned.log_pb_path(paths.states), plain.log_pb_path(paths.states))
+        a = mdp.score(learned, paths, learned.backward)
+        assert not torch.allclose(a.log_pf, b.log_pf)
+        assert not torch.allclose(a.log_pb, b.log_pb)
         _, var = learned.kernel(x, learned.time_features(learned.times[3:4])[0][0])
         base = mdp.t_scale * mdp.dt
         assert torch.all(var >= base * math.exp(-4) * 0.999) and torch.all(var <= base * math.exp(4) * 1.001)

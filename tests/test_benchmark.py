@@ -9,11 +9,11 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+
 from diffsampler.agents.benchmark import QUICK, BenchmarkConfig, run_benchmark
 from diffsampler.agents.benchmark.jobs import TARGET_ALIASES
 from diffsampler.agents.benchmark.tables import PAPER_PATH, import_results, load_paper, render
 from diffsampler.agents.presets import PRESETS, Preset
-
 from scripts import benchmark as cli
 
 # --quick with tiny runs: 10 iterations of T = 10 steps, 200 evaluation trajectories.
@@ -216,6 +216,7 @@ def test_ray_backend_runs_the_same_jobs(quick, tmp_path):
 @pytest.mark.parametrize("save", [0, 50])
 def test_runs_save_the_final_evaluation_samples(tmp_path, save):
     import torch
+
     from diffsampler.agents.training import TrainConfig, Trainer
 
     cfg = TrainConfig(

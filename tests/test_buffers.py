@@ -4,12 +4,13 @@ import math
 
 import pytest
 import torch
+from scipy import stats
+
 from diffsampler.agents.config import apply_overrides
 from diffsampler.agents.presets import PRESETS
 from diffsampler.agents.training import TrainConfig, Trainer
 from diffsampler.buffers.local_search import LocalSearchConfig, local_search, mala_init, mala_step
 from diffsampler.buffers.replay import SAMPLING, ReplayBuffer
-from scipy import stats
 
 
 def test_ring_wraps_around_and_keeps_the_newest():

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+
 from diffsampler.agents.presets import PRESETS
 from diffsampler.agents.training import TrainConfig, Trainer, load_checkpoint
-
 from scripts import train_agent
 
 

@@ -14,6 +14,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from test_vae import tiny_vae
+
+from diffsampler import envs
 from diffsampler.agents.conditional import summarize_conditional
 from diffsampler.agents.gflownet import GFlowNetAgent, GFlowNetConfig
 from diffsampler.agents.objectives import vargrad
@@ -23,10 +26,8 @@ from diffsampler.agents.training import TrainConfig, Trainer
 from diffsampler.buffers.local_search import LocalSearchConfig
 from diffsampler.buffers.source import BufferConfig
 from diffsampler.envs import process
+from diffsampler.envs.engine import Paths
 from diffsampler.envs.sampler_mdp import DiffusionMDP
-from test_vae import tiny_vae
-
-from diffsampler import envs
 
 # The library's own default VAE (digits), whatever $DIFFSAMPLER_DATA says (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("no_data_path")
@@ -135,11 +136,13 @@ def test_conditions_reach_every_network():
     a, b = target.conditions[:1].expand(2, -1), target.conditions[1:2].expand(2, -1)
     states = torch.randn(2, T + 1, target.dim, generator=torch.Generator().manual_seed(0))
     states[:, 0] = 0
-    assert not torch.allclose(
-        policy.log_pf_path(states, torch.zeros(2, T, 3), a), policy.log_pf_path(states, torch.zeros(2, T, 3), b)
-    )
-    assert not torch.allclose(policy.log_pb_path(states, a), policy.log_pb_path(states, b))
     mdp = DiffusionMDP(target, num_steps=T)
+
+    def scored(condition):
+        return mdp.score(policy, Paths(states, torch.zeros(2), torch.zeros(2, T, 3), None, condition), policy.backward)
+
+    assert not torch.allclose(scored(a).log_pf, scored(b).log_pf)
+    assert not torch.allclose(scored(a).log_pb, scored(b).log_pb)
     for objective in ("tb", "fl-subtb"):
         agent = GFlowNetAgent(mdp, GFlowNetConfig(objective, batch_size=4, condition_repeats=2))
         log_z = agent.learned_log_z(target.conditions[:2])
@@ -180,7 +183,7 @@ def _agent(preset: str, seed: int, **overrides) -> GFlowNetAgent:
 
 def _run(agent: GFlowNetAgent, steps: int, seed: int) -> list[float]:
     g = torch.Generator().manual_seed(seed)
-    return [float(agent.train_step(it, g, agent.backward_batch(it, g, g))["loss"]) for it in range(steps)]
+    return [float(agent.train_step(it, g, g)["loss"]) for it in range(steps)]
 
 
 @pytest.mark.parametrize("preset", [name for name, p in PRESETS.items() if isinstance(p.agent, GFlowNetConfig)])
@@ -201,9 +204,10 @@ def test_conditional_training_is_bit_identical_under_a_seed(preset):
 
 def test_training_batches_draw_conditions_in_groups():
     agent = _agent("vargrad-expl-lp", 0)
-    cond, idx = agent.draw_conditions(torch.Generator().manual_seed(0))
-    assert cond.shape == (12, 6) and torch.equal(idx.view(4, 3), idx.view(4, 3)[:, :1].expand(4, 3))
-    assert torch.equal(cond, agent.target.conditions[idx])
+    batch = agent.next_batch(0, torch.Generator().manual_seed(0))
+    idx = batch.condition_index
+    assert not batch.backward and idx.shape == (12,)
+    assert torch.equal(idx.view(4, 3), idx.view(4, 3)[:, :1].expand(4, 3))
     with pytest.raises(ValueError, match="condition_repeats >= 2"):
         _agent("vargrad-expl-lp", 0, condition_repeats=1)
     with pytest.raises(ValueError, match="must divide"):

@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+
 from diffsampler.agents import metrics
 from diffsampler.agents.presets import PRESETS
 from diffsampler.agents.training import TrainConfig, Trainer

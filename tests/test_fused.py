@@ -2,9 +2,10 @@
 
 import pytest
 import torch
-from diffsampler.agents.fused import residual_squared_norm
+
 from diffsampler.agents.policy import DiffusionPolicy, PolicyConfig
-from diffsampler.envs import process
+from diffsampler.envs import engine, process
+from diffsampler.envs.fused import residual_squared_norm
 from diffsampler.envs.reference import make_reference
 
 
@@ -25,9 +26,19 @@ def test_residual_squared_norm_rejects_mismatched_shapes():
 
 def _plain_log_pf(policy, states):
     """The generic path: kernel mean and variance, then the Gaussian log-density."""
-    t_emb, scale = policy.time_features(policy.times[:-1])
-    mean, var = policy.kernel(states[:, :-1], t_emb, scale, None)
+    mean, var = policy.transition(states[:, :-1], None, policy.context(None), None)
     return process.gaussian_log_prob(states[:, 1:], mean, var)
+
+
+def _fused(policy, states):
+    """The engine's private fused branch, or None when it declines."""
+    x = states[:, :-1]
+    return engine._fused_log_pf(x, states[:, 1:], policy.affine_drift(x, policy.context(None)))
+
+
+def _scored(policy, states):
+    """What ``score`` computes for the kernel: the fused branch when it applies, else the generic path."""
+    return engine._path_log_pf(policy, states, policy.context(None), None)
 
 
 @pytest.mark.parametrize(
@@ -44,10 +55,10 @@ def test_fast_log_pf_matches_the_generic_path(reference, config):
     torch.nn.init.normal_(policy.net.last.weight, std=0.5)  # leave the zero initialisation
     torch.nn.init.normal_(policy.net.last.bias, std=0.5)
     states = torch.randn(11, steps + 1, dim, dtype=torch.float64)
-    assert policy._log_pf_fixed_variance(states, policy.time_features(policy.times[:-1])[0]) is not None
+    assert _fused(policy, states) is not None
 
     weights = torch.randn(11, steps, dtype=torch.float64)
-    fast = policy.log_pf_path(states)
+    fast = _scored(policy, states)
     grads_fast = torch.autograd.grad((fast * weights).sum(), list(policy.parameters()))
     plain = _plain_log_pf(policy, states)
     grads_plain = torch.autograd.grad((plain * weights).sum(), list(policy.parameters()))
@@ -61,5 +72,5 @@ def test_a_binding_output_clip_falls_back_to_the_generic_path():
     policy = DiffusionPolicy(3, 5, 1.0, PolicyConfig(clip_output=0.5)).double()
     torch.nn.init.normal_(policy.net.last.bias, std=5.0)  # drifts far beyond the clip
     states = torch.randn(4, 6, 3, dtype=torch.float64)
-    assert policy._log_pf_fixed_variance(states, policy.time_features(policy.times[:-1])[0]) is None
-    torch.testing.assert_close(policy.log_pf_path(states), _plain_log_pf(policy, states))
+    assert _fused(policy, states) is None
+    torch.testing.assert_close(_scored(policy, states), _plain_log_pf(policy, states))

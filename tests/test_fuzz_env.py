@@ -12,10 +12,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from diffsampler.envs.gym_env import DiffSamplerEnv, DiffSamplerVectorEnv
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as npst
+
+from diffsampler.envs.gym_env import DiffSamplerEnv, DiffSamplerVectorEnv
 
 T = 5
 ENVS = [("manywell", {"dim": 4}), ("funnel", {"dim": 3})]

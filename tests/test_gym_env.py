@@ -11,12 +11,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from diffsampler.envs.gym_env import DiffSamplerEnv, DiffSamplerVectorEnv, default_action_bound
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from diffsampler import envs
+from diffsampler.envs.gym_env import DiffSamplerEnv, DiffSamplerVectorEnv, default_action_bound
 
 T = 5
 

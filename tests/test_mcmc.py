@@ -6,16 +6,16 @@ import math
 
 import pytest
 import torch
+
 from diffsampler.agents.baselines import mcmc
 from diffsampler.agents.baselines.mcmc import MALAChainConfig, SMCConfig, mala_chains, smc
 from diffsampler.agents.baselines.particles import RESAMPLERS, SCHEDULES, ess_fraction, gaussian_log_density, resample
 from diffsampler.agents.presets import PRESETS
+from diffsampler.agents.runner import FINAL_KEYS
 from diffsampler.agents.runs import RunSpec, build, run
-from diffsampler.agents.training import FINAL_KEYS
 from diffsampler.buffers.local_search import mala_init, mala_step
 from diffsampler.envs.targets import make_target
 from diffsampler.envs.targets.base import EvaluationCounter
-
 from scripts import train_agent
 
 MEAN, STD = 1.0, 0.7  # Gaussian target N(1, 0.49 I) annealed from N(0, I): log Z = (d/2) log(2 pi 0.49)

@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
+
+from diffsampler import envs
 from diffsampler.envs import process
 from diffsampler.envs.sampler_mdp import DiffusionMDP, EpisodeBatch
 from diffsampler.envs.targets import Target
-
-from diffsampler import envs
 
 T_SMALL = 8
 

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from diffsampler.agents import metrics as M
 from diffsampler.envs.targets import Gaussian, Manywell, gmm25
 

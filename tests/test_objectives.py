@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from diffsampler.agents import objectives as O
 
 B, T = 7, 6

@@ -6,8 +6,10 @@ import math
 
 import pytest
 import torch
-from diffsampler.envs import process
 from torch.distributions import Normal
+
+from diffsampler.envs import process
+from diffsampler.envs.reference import make_reference
 
 CASES = [(1, 1.0), (4, 1.0), (10, 5.0), (100, 0.3)]  # (T, sigma^2)
 
@@ -143,7 +145,7 @@ def test_sample_backward_marginals_and_kernels():
 def test_reference_marginal_and_gaussian_log_prob():
     x = torch.randn(9, 3, generator=torch.Generator().manual_seed(14), dtype=torch.float64)
     expected = Normal(0.0, math.sqrt(2.0 * 0.3)).log_prob(x).sum(-1)
-    torch.testing.assert_close(process.reference_marginal_log_prob(x, 0.3, 2.0), expected)
+    torch.testing.assert_close(make_reference("bridge", 10, 2.0).marginal_log_prob(x, 0.3), expected)
     mean, var = torch.full((3,), 0.5, dtype=torch.float64), torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
     torch.testing.assert_close(process.gaussian_log_prob(x, mean, var), Normal(mean, var.sqrt()).log_prob(x).sum(-1))
     torch.testing.assert_close(

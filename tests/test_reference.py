@@ -7,10 +7,11 @@ import math
 
 import pytest
 import torch
-from diffsampler.envs import process
-from diffsampler.envs.reference import REFERENCES, BridgeReference, VPReference, make_reference
 from scipy.integrate import quad
 from torch.distributions import Normal
+
+from diffsampler.envs import process
+from diffsampler.envs.reference import REFERENCES, BridgeReference, VPReference, make_reference
 
 VP_CASES = [(1, 1.0, 0.1, 10.0), (10, 5.0, 0.1, 10.0), (100, 1.0, 0.1, 10.0), (25, 0.3, 1.0, 20.0)]
 

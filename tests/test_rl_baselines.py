@@ -19,20 +19,20 @@ os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
 pytest.importorskip("stable_baselines3")
 pytest.importorskip("tianshou")
 
-from diffsampler.agents.baselines import rl  # noqa: E402
-from diffsampler.agents.baselines.rl_config import RLConfig, RLRunConfig  # noqa: E402
-from diffsampler.agents.baselines.rl_envs import make_plain_env, make_sb3_vec_env, make_tianshou_vec_env  # noqa: E402
-from diffsampler.agents.baselines.rl_eval import path_log_pf, sample_trajectories  # noqa: E402
-from diffsampler.agents.metrics import log_weights  # noqa: E402
-from diffsampler.agents.runs import RunSpec  # noqa: E402
-from diffsampler.agents.runs import run as run_spec  # noqa: E402
-from diffsampler.agents.training import FINAL_KEYS  # noqa: E402
-from diffsampler.envs.gym_env import default_action_bound  # noqa: E402
-from diffsampler.envs.process import gaussian_log_prob  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv  # noqa: E402
 from tianshou.env import DummyVectorEnv  # noqa: E402
 
 from diffsampler import envs  # noqa: E402
+from diffsampler.agents.baselines import rl  # noqa: E402
+from diffsampler.agents.baselines.rl_config import RLConfig, RLRunConfig  # noqa: E402
+from diffsampler.agents.baselines.rl_envs import make_plain_env, make_sb3_vec_env, make_tianshou_vec_env  # noqa: E402
+from diffsampler.agents.baselines.rl_eval import HeadKernel  # noqa: E402
+from diffsampler.agents.metrics import log_weights  # noqa: E402
+from diffsampler.agents.runner import FINAL_KEYS  # noqa: E402
+from diffsampler.agents.runs import RunSpec  # noqa: E402
+from diffsampler.agents.runs import run as run_spec  # noqa: E402
+from diffsampler.envs.gym_env import default_action_bound  # noqa: E402
+from diffsampler.envs.process import gaussian_log_prob  # noqa: E402
 from scripts import train_agent  # noqa: E402
 
 T = 5
@@ -142,7 +142,8 @@ def test_soft_rl_return_minus_log_pi_is_the_log_weight(algo, shaping):
     with or without the reference-potential shaping (which moves reward between steps, not in total)."""
     n = 4
     _, _, head, mdp = _untrained(algo)
-    traj = sample_trajectories(mdp, head, n, torch.Generator().manual_seed(1))
+    kernel = HeadKernel(mdp, head)
+    traj = mdp.score(kernel, mdp.rollout(kernel, n, torch.Generator().manual_seed(1)))
     bound = default_action_bound(mdp, 50.0 if algo == "sb3-ppo" else 10.0)
     kwargs = dict(num_steps=T, reward_mode="soft_rl", action_bound=bound)
     venv = make_sb3_vec_env("DiffSampler-Gaussian-v0", n, shaping, **kwargs)
@@ -153,7 +154,8 @@ def test_soft_rl_return_minus_log_pi_is_the_log_weight(algo, shaping):
     expected = log_weights(mdp.log_reward(traj.terminal), traj.log_pf, mdp.log_pb_path(traj.states))
     torch.testing.assert_close(soft_return, expected.double(), rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(soft_return, traj.log_weight.double(), rtol=1e-5, atol=1e-3)
-    torch.testing.assert_close(path_log_pf(mdp, head, traj.states), traj.log_pf, rtol=1e-4, atol=1e-3)
+    path_log_pf = kernel.log_prob(traj.states[:, :-1], traj.states[:, 1:], None)
+    torch.testing.assert_close(path_log_pf, traj.log_pf, rtol=1e-4, atol=1e-3)
     if shaping:  # before the last step, the shaped reward is the reference's forward log-density
         inc = torch.as_tensor(increments[:, :-1])
         forward = gaussian_log_prob(inc, torch.zeros_like(inc), mdp.t_scale * mdp.dt)

@@ -4,6 +4,7 @@ import ctypes
 
 import pytest
 import torch
+
 from diffsampler.agents.runtime import retain_freed_memory
 
 

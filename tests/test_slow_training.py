@@ -4,6 +4,7 @@ Tolerances come from the paper's reported numbers for the full budget, loosened 
 """
 
 import pytest
+
 from diffsampler.agents.presets import PRESETS
 from diffsampler.agents.training import TrainConfig, Trainer
 

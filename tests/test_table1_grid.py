@@ -10,11 +10,11 @@ import json
 import math
 
 import pytest
+
+from diffsampler import envs
 from diffsampler.agents.benchmark.jobs import TABLE1_PRESETS
 from diffsampler.agents.presets import PRESETS
 from diffsampler.agents.runs import RunSpec, run
-
-from diffsampler import envs
 
 TABLE1_ROWS = list(TABLE1_PRESETS)  # the paper's Table 1 rows, as the benchmark harness lists them
 TARGETS = {

@@ -13,8 +13,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from diffsampler.envs.targets import CONDITIONAL_TARGETS, TARGETS, StudentTMixture, make_target
 from scipy import integrate, special, stats
+
+from diffsampler.envs.targets import CONDITIONAL_TARGETS, TARGETS, StudentTMixture, make_target
 
 # The LGCPs are checked here on a 6 x 6 grid (gradcheck costs O(d^2) solves); tests/test_targets_more.py
 # checks the full 40 x 40 model against an independent dense computation.

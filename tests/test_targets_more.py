@@ -13,14 +13,14 @@ import os
 import numpy as np
 import pytest
 import torch
+from scipy import special, stats
+from scipy.spatial.distance import cdist
+
 from diffsampler.agents import metrics
 from diffsampler.agents.presets import PRESETS
 from diffsampler.agents.training import TrainConfig, Trainer
 from diffsampler.envs.targets import make_target
 from diffsampler.envs.targets.lgcp import bin_counts, pines_file, prior_factor, read_points
-from scipy import special, stats
-from scipy.spatial.distance import cdist
-
 from scripts import train_agent
 from tests.conftest import pines_available
 

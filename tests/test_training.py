@@ -4,10 +4,11 @@ import json
 
 import pytest
 import torch
+
 from diffsampler.agents.config import apply_overrides
 from diffsampler.agents.presets import PRESETS
-from diffsampler.agents.training import FINAL_KEYS, TrainConfig, Trainer
-
+from diffsampler.agents.runner import FINAL_KEYS
+from diffsampler.agents.training import TrainConfig, Trainer
 from scripts import train_agent
 
 
@@ -167,4 +168,4 @@ def test_resume_of_a_baseline_run_is_a_clear_error(tmp_path, capsys):
     assert train_agent.main(argv) == 0
     capsys.readouterr()
     assert train_agent.main(["--resume", str(run_dir), "--no-progress"]) == 2
-    assert "not a resumable GFlowNet training run" in capsys.readouterr().err
+    assert "'smc' method runs in one go and keeps no state to resume" in capsys.readouterr().err

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.distributions import Bernoulli, Normal
+
 from diffsampler.envs.targets import ConditionalTarget, digits_vae, make_target
 from diffsampler.envs.targets.digits_vae import default_digits_vae, train_digits_vae
 from diffsampler.envs.targets.vae import IMAGES_FILE, WEIGHTS_FILE, VAEPosterior
-from torch.distributions import Bernoulli, Normal
 
 # The library's own default VAE (digits), whatever $DIFFSAMPLER_DATA says (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("no_data_path")

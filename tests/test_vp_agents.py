@@ -8,17 +8,17 @@ import math
 
 import pytest
 import torch
-from diffsampler.agents.gflownet import GFlowNetAgent, GFlowNetConfig
-from diffsampler.agents.objectives import OBJECTIVES
-from diffsampler.agents.policy import DiffusionPolicy, PolicyConfig, clipped_score
-from diffsampler.agents.presets import PRESETS
-from diffsampler.agents.rollout import Paths, evaluate, sample_backward, sample_forward
-from diffsampler.envs.reference import make_reference
-from diffsampler.envs.targets import Gaussian
 from scipy.integrate import quad
 from torch.distributions import Normal
 
 from diffsampler import envs
+from diffsampler.agents.gflownet import GFlowNetAgent, GFlowNetConfig
+from diffsampler.agents.objectives import OBJECTIVES
+from diffsampler.agents.policy import DiffusionPolicy, PolicyConfig
+from diffsampler.agents.presets import PRESETS
+from diffsampler.envs.engine import Paths, clipped_score
+from diffsampler.envs.reference import make_reference
+from diffsampler.envs.targets import Gaussian
 
 BETA_MIN, BETA_MAX = 0.1, 10.0
 
@@ -75,6 +75,7 @@ def test_exact_policy_log_weight_on_vp(mu, s, sigma2):
     num_steps, d, n = 20, 3, 64
     target = Gaussian(dim=d, mean=mu, std=s)
     policy = ExactVPGaussianPolicy(d, num_steps, sigma2, mu, s).double()
+    mdp = envs.DiffusionMDP(target, num_steps, sigma2, dtype=torch.float64, reference="vp")
     g = torch.Generator().manual_seed(0)
     states = torch.zeros(n, num_steps + 1, d, dtype=torch.float64)
     states[:, 0] = math.sqrt(sigma2) * torch.randn(n, d, generator=g, dtype=torch.float64)
@@ -82,7 +83,7 @@ def test_exact_policy_log_weight_on_vp(mu, s, sigma2):
         mean, var = policy.kernel(states[:, k], torch.tensor(k))
         states[:, k + 1] = mean + var.sqrt() * torch.randn(n, d, generator=g, dtype=torch.float64)
     with torch.no_grad():
-        traj = evaluate(policy, Paths(states, target.log_reward(states[:, -1])))
+        traj = mdp.score(policy, Paths(states, target.log_reward(states[:, -1])))
     x0 = states[:, 0]
     correction = Normal(policy.m[0], policy.v[0].sqrt()).log_prob(x0) - std_normal(sigma2).log_prob(x0)
     torch.testing.assert_close(traj.log_weight, target.log_Z + correction.sum(-1))
@@ -97,7 +98,7 @@ def test_zero_network_is_the_stationary_reference(parametrisation):
     mdp = envs.make_mdp("DiffSampler-GMM25-v0", num_steps=10, reference="vp")
     policy = DiffusionPolicy(2, 10, mdp.t_scale, PolicyConfig(parametrisation=parametrisation), mdp.reference)
     n = 4000
-    traj = evaluate(policy, sample_forward(policy, mdp.target, n, 0.0, torch.Generator().manual_seed(0)))
+    traj = mdp.score(policy, mdp.rollout(policy, n, torch.Generator().manual_seed(0)))
     x_t = traj.terminal
     expected = mdp.target.log_reward(x_t) - std_normal(mdp.t_scale).log_prob(x_t).sum(-1)
     torch.testing.assert_close(traj.log_weight, expected, rtol=1e-4, atol=2e-4)
@@ -159,11 +160,11 @@ def test_every_objective_trains_on_vp(objective):
     before = [p.detach().clone() for p in agent.parameters()]
     g = torch.Generator().manual_seed(0)
     for it in range(3):
-        backward_x = agent.backward_batch(it, g, g)
-        traj = agent.training_trajectories(it, torch.Generator().manual_seed(it), backward_x)
+        batch = agent.next_batch(it, g, g)
+        traj = agent.training_trajectories(it, batch, torch.Generator().manual_seed(it))
         assert not torch.equal(traj.states[:, 0], torch.zeros_like(traj.states[:, 0]))  # x_0 ~ N(0, sigma^2)
         assert torch.isfinite(traj.log_weight).all()
-        loss = agent.train_step(it, g, backward_x)["loss"]
+        loss = agent.train_step(it, g, batch=batch)["loss"]
         assert torch.isfinite(loss)
     assert any(not torch.equal(p, q) for p, q in zip(agent.parameters(), before, strict=True))
     learned = agent.learned_log_z()
@@ -202,7 +203,7 @@ def test_dds_and_dis_learn_a_gaussian(preset):
 def test_forward_looking_flow_at_the_start_is_the_network_and_learned_log_z_averages_it():
     agent = _agent("DiffSampler-GMM25-v0", GFlowNetConfig("fl-subtb"))
     torch.nn.init.normal_(agent.flow.joint[-1].weight)
-    paths = sample_forward(agent.policy, agent.target, 5, 0.0, torch.Generator().manual_seed(0), True)
+    paths = agent.mdp.rollout(agent.policy, 5, torch.Generator().manual_seed(0), need_log_r_states=True)
     with torch.no_grad():
         log_f = agent.log_flows(paths)
         t0 = agent.policy.times[:1]
@@ -220,12 +221,13 @@ def test_learned_backward_on_vp_starts_at_the_reference_and_samples_a_random_sta
     torch.manual_seed(0)
     policy = DiffusionPolicy(4, 10, mdp.t_scale, PolicyConfig(learn_backward=True), mdp.reference)
     x = mdp.target.sample(64, torch.Generator().manual_seed(0))
-    paths = sample_backward(policy, mdp.target, x, torch.Generator().manual_seed(1))
+    paths = mdp.rollout_backward(x, torch.Generator().manual_seed(1), backward=policy.backward)
     assert torch.equal(paths.states[:, -1], x) and (paths.states[:, 0] != 0).all()
     with torch.no_grad():
-        torch.testing.assert_close(policy.log_pb_path(paths.states), mdp.reference.log_pb_path(paths.states))
+        reference = mdp.reference.log_pb_path(paths.states)
+        torch.testing.assert_close(mdp.score(policy, paths, policy.backward).log_pb, reference)
         torch.nn.init.normal_(policy.backward.joint[-1].weight, std=0.1)
-        assert not torch.allclose(policy.log_pb_path(paths.states), mdp.reference.log_pb_path(paths.states))
+        assert not torch.allclose(mdp.score(policy, paths, policy.backward).log_pb, reference)
 
 
 def test_grad_clip_bounds_the_gradient_norm_and_is_validated():

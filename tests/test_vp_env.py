@@ -10,12 +10,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from diffsampler.envs.gym_env import DiffSamplerVectorEnv, default_action_bound
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from torch.distributions import Normal
 
 from diffsampler import envs
+from diffsampler.envs.gym_env import DiffSamplerVectorEnv, default_action_bound
 
 T = 6
 

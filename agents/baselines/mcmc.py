@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+
 from diffsampler.agents.baselines.particles import (
     RESAMPLERS,
     SCHEDULES,

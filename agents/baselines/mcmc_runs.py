@@ -4,8 +4,8 @@
 ``scripts/train_agent.py --preset smc`` (or ``agents.runs.run``) works like any other method. The
 budget (``--iterations``) is the number of temperatures K for SMC and the number of MALA steps per
 chain for ``mala``. A run writes ``config.json``, ``metrics.json`` (the keys of
-``agents.training.FINAL_KEYS`` plus the target's sample metrics and a few diagnostics) and, with
-``figures``, ``figures/samples_final.png``.
+``agents.runner.FINAL_KEYS`` plus the target's sample metrics and a few diagnostics) and, with
+``figures``, ``figures/samples_final.png``. Both run in one go: there is nothing to resume.
 
 Metrics. SMC: ``log_z`` is the SMC estimate and ``log_z_rw`` the same number (there is no separate
 reweighted estimate; the paper's Table 1 also reports one value for SMC); ``ess`` is ESS/N of the final
@@ -17,29 +17,21 @@ final states of the first ``eval_samples`` chains. ``ms_per_iteration`` is wall 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import torch
-from diffsampler.agents import metrics
-from diffsampler.agents.baselines.mcmc import MALAChainConfig, SMCConfig, mala_chains, smc
-from diffsampler.agents.baselines.particles import resample
-from diffsampler.agents.config import config_from_spec, to_dict
-from diffsampler.agents.training import FINAL_KEYS
-from diffsampler.envs.targets import is_conditional
-from diffsampler.envs.targets.base import EvaluationCounter, Target
 
 from diffsampler import envs
-
-if TYPE_CHECKING:
-    from diffsampler.agents.presets import Preset
-    from diffsampler.agents.runs import RunSpec
+from diffsampler.agents.baselines.mcmc import MALAChainConfig, SMCConfig, mala_chains, smc
+from diffsampler.agents.baselines.particles import resample
+from diffsampler.agents.config import to_dict
+from diffsampler.agents.evaluation import sample_metrics
+from diffsampler.agents.runner import RunDirectory, Runner, final_metrics, setup_runtime
+from diffsampler.envs.targets import is_conditional
+from diffsampler.envs.targets.base import EvaluationCounter, Target
 
 
 @dataclass(frozen=True)
@@ -85,17 +77,6 @@ class MALARunConfig(MCMCRunConfig):
     agent: MALAChainConfig = field(default_factory=MALAChainConfig)
 
 
-def sample_metrics(x: torch.Tensor, target: Target, generator: torch.Generator) -> tuple[dict, torch.Tensor | None]:
-    """W2 against exact samples and the target-specific keys of ``metrics.summarize`` (modes covered,
-    Manywell mode error, ...) for samples ``x``, and the exact samples (None without a sampler).
-
-    The log-weight keys of ``summarize`` are left out (placeholder zero log-weights are passed, as
-    MCMC samples carry no trajectory weights)."""
-    exact = target.sample(x.shape[0], generator).to(x.device) if target.has_sampler else None
-    flat = metrics.summarize(torch.zeros(x.shape[0], device=x.device), None, x, exact, None, target)
-    return {k: v for k, v in flat.items() if k == "w2" or k not in metrics.METRIC_KEYS}, exact
-
-
 def _smc_metrics(target: Target, config: SMCRunConfig, generator: torch.Generator) -> tuple[dict, torch.Tensor]:
     out = smc(target, config.agent, generator)
     log_z = float(out.log_z)
@@ -124,26 +105,26 @@ def _mala_metrics(target: Target, config: MALARunConfig, generator: torch.Genera
     return result, out.samples[-1, : config.eval_samples]
 
 
-class MCMCRunner:
-    """A ``agents.runs.Runner`` for one MCMC baseline: ``budget_field`` of the agent config takes the budget."""
+class MCMCRunner(Runner):
+    """The runner of one MCMC baseline: ``budget_field`` of the agent config takes the budget."""
 
     def __init__(self, config_type: type, budget_field: str, sampler):
-        self.config_type, self.budget_field, self._sampler = config_type, budget_field, sampler
-
-    def build(self, spec: RunSpec, preset: Preset) -> Any:
-        agent = dataclasses.replace(preset.agent, **{self.budget_field: spec.budget or preset.iterations})
-        return config_from_spec(self.config_type, spec, preset, agent)
+        self.config_type, self.budget_path, self._sampler = config_type, ("agent", budget_field), sampler
 
     def run(self, config, run_dir: str | os.PathLike | None, progress: bool = False) -> dict:
         """Sample, evaluate, write ``config.json`` and ``metrics.json``; ``progress`` is unused (no long loop)."""
-        if config.threads is not None:
-            torch.set_num_threads(config.threads)
-        if config.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device {config.device!r} requested but CUDA is not available")
-        run_dir = Path(run_dir) if run_dir is not None else None
-        if run_dir is not None:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.json").write_text(json.dumps(to_dict(config), indent=2))
+        setup_runtime(config.device, config.threads)
+        run = RunDirectory(run_dir) if run_dir is not None else None
+        if run is not None:
+            run.lock()
+            run.write_json("config.json", to_dict(config))
+        try:
+            return self._run(config, run)
+        finally:
+            if run is not None:
+                run.close()
+
+    def _run(self, config, run: RunDirectory | None) -> dict:
         target = envs.make_mdp(config.env_id, device=config.device, **config.env_kwargs).target
         counter = EvaluationCounter(target)
         generator = torch.Generator(config.device).manual_seed(config.seed)
@@ -157,24 +138,23 @@ class MCMCRunner:
             sampling_seconds = time.perf_counter() - start
             extra, exact = sample_metrics(x, target, torch.Generator().manual_seed(config.seed + 1))
             result |= extra
-        energy_evaluations = counter.count
-        budget = getattr(config.agent, self.budget_field)
-        result["ms_per_iteration"] = 1000 * sampling_seconds / budget
-        result["iterations"] = budget
-        result["wall_seconds"] = time.perf_counter() - start
-        result["energy_evaluations"] = energy_evaluations
-        result["sampling_seconds"] = sampling_seconds
-        result = {k: result.get(k) for k in FINAL_KEYS} | result
-        if run_dir is not None:
+        budget = getattr(config.agent, self.budget_path[-1])
+        result = final_metrics(
+            result,
+            ms_per_iteration=1000 * sampling_seconds / budget,
+            iterations=budget,
+            wall_seconds=time.perf_counter() - start,
+            energy_evaluations=counter.count,
+            sampling_seconds=sampling_seconds,
+        )
+        if run is not None:
             if config.figures:
                 from diffsampler.agents.plotting import plot_samples
 
-                (run_dir / "figures").mkdir(exist_ok=True)
                 sets = ({"exact": exact[:1000]} if exact is not None else {}) | {config.preset: x[:1000]}
-                plot_samples(
-                    target, sets, str(run_dir / "figures" / "samples_final.png"), f"{config.preset} on {config.env_id}"
-                )
-            (run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+                title = f"{config.preset} on {config.env_id}"
+                plot_samples(target, sets, run.figure_path("samples_final.png"), title)
+            run.write_json("metrics.json", result)
         return result
 
     def _per_condition(self, target, config, generator) -> tuple[dict, torch.Tensor]:

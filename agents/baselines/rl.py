@@ -12,21 +12,17 @@ imported only when a run starts, so presets and the runner registry do not need 
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import os
 import time
-from pathlib import Path
-
-import torch
-from diffsampler.agents import metrics
-from diffsampler.agents.baselines.rl_config import RLConfig, RLRunConfig
-from diffsampler.agents.baselines.rl_eval import evaluate_policy
-from diffsampler.agents.config import config_from_spec, to_dict
-from diffsampler.envs.gym_env import default_action_bound
-from diffsampler.envs.targets.base import EvaluationCounter
 
 from diffsampler import envs
+from diffsampler.agents.baselines.rl_config import RLConfig, RLRunConfig
+from diffsampler.agents.baselines.rl_eval import evaluate_policy
+from diffsampler.agents.config import to_dict
+from diffsampler.agents.runner import RunDirectory, Runner, final_metrics, setup_runtime
+from diffsampler.envs.gym_env import default_action_bound
+from diffsampler.envs.targets.base import EvaluationCounter
 
 # algorithm name -> "module:class" with build / learn / head / save (and the module's make_env).
 ALGORITHMS = {
@@ -53,10 +49,7 @@ def env_kwargs_for(config: RLRunConfig, mdp) -> dict:
 
 def train(config: RLRunConfig, progress: bool = False):
     """Train the baseline of ``config``; returns (model, algorithm class, mdp, stats)."""
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {config.device!r} requested but CUDA is not available")
+    setup_runtime(config.device, config.threads)
     cfg = config.agent
     mdp = envs.make_mdp(config.env_id, **{**config.env_kwargs, "reward_mode": "soft_rl"})
     module, algo = algorithm(cfg.algorithm)
@@ -72,38 +65,40 @@ def train(config: RLRunConfig, progress: bool = False):
     return model, algo, mdp, stats
 
 
-class RLRunner:
-    """Runner (``agents.runs.Runner``) of the RL baselines; the budget is in env steps (transitions)."""
+class RLRunner(Runner):
+    """Runner of the RL baselines; the budget is in env steps (transitions). A run goes in one go: the
+    library's model is saved, but not its replay buffer and generators, so there is nothing to resume."""
 
     config_type = RLRunConfig
-
-    def build(self, spec, preset) -> RLRunConfig:
-        return config_from_spec(RLRunConfig, spec, preset, env_steps=spec.budget or preset.iterations)
+    budget_path = ("env_steps",)
 
     def run(self, config: RLRunConfig, run_dir: str | os.PathLike | None, progress: bool) -> dict:
         start = time.perf_counter()
-        run_dir = Path(run_dir) if run_dir is not None else None
-        if run_dir is not None:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.json").write_text(json.dumps(to_dict(config), indent=2))
-        model, algo, mdp, stats = train(config, progress)
-        if run_dir is not None:
-            algo.save(model, run_dir / "model")
-        evaluation = evaluate_policy(mdp, algo.head(model), config.eval_samples, seed=config.seed + 1)
-        result = {k: evaluation.get(k) for k in metrics.METRIC_KEYS}
-        result |= {k: v for k, v in evaluation.items() if k not in result}
-        result |= {
-            "ms_per_iteration": 1000 * stats["train_seconds"] / stats["env_steps"],
-            "iterations": stats["env_steps"],
-            "wall_seconds": time.perf_counter() - start,
-            "energy_evaluations": stats["energy_evaluations"],
-            "env_steps": stats["env_steps"],
-            "train_seconds": stats["train_seconds"],
-            "gradient_steps": stats["gradient_steps"],
-        }
-        if run_dir is not None:
-            (run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
-        return result
+        run = RunDirectory(run_dir) if run_dir is not None else None
+        if run is not None:
+            run.lock()
+            run.write_json("config.json", to_dict(config))
+        try:
+            model, algo, mdp, stats = train(config, progress)
+            if run is not None:
+                algo.save(model, run / "model")
+            evaluation = evaluate_policy(mdp, algo.head(model), config.eval_samples, seed=config.seed + 1)
+            result = final_metrics(
+                evaluation,
+                ms_per_iteration=1000 * stats["train_seconds"] / stats["env_steps"],
+                iterations=stats["env_steps"],
+                wall_seconds=time.perf_counter() - start,
+                energy_evaluations=stats["energy_evaluations"],
+                env_steps=stats["env_steps"],
+                train_seconds=stats["train_seconds"],
+                gradient_steps=stats["gradient_steps"],
+            )
+            if run is not None:
+                run.write_json("metrics.json", result)
+            return result
+        finally:
+            if run is not None:
+                run.close()
 
 
 RUNNERS = {RLConfig: RLRunner()}

@@ -19,12 +19,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+
+from diffsampler import envs
 from diffsampler.agents.gflownet import GFlowNetAgent, GFlowNetConfig
 from diffsampler.agents.presets import get_preset
 from diffsampler.agents.runs import RunSpec, run
 from diffsampler.envs.targets.base import EvaluationCounter
-
-from diffsampler import envs
 
 # Table name -> (env id, env kwargs): the three targets.
 TARGETS: dict[str, tuple[str, dict]] = {
@@ -45,7 +45,7 @@ def gflownet_iterations(config: GFlowNetConfig, energy: int) -> int:
     generator = torch.Generator().manual_seed(0)
     it = 0
     while True:
-        agent.train_step(it, generator, agent.backward_batch(it, generator, generator))
+        agent.train_step(it, generator, generator)
         if counter.count > energy:
             return it
         it += 1

@@ -17,11 +17,12 @@ from typing import Any
 import gymnasium
 import numpy as np
 import torch
-from diffsampler.agents.baselines.rl_shaping import PotentialShaping, ReferenceShapingWrapper
-from diffsampler.envs.gym_env import DiffSamplerVectorEnv, _check_action_values
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 from tianshou.env import BaseVectorEnv
+
+from diffsampler.agents.baselines.rl_shaping import PotentialShaping, ReferenceShapingWrapper
+from diffsampler.envs.gym_env import DiffSamplerVectorEnv, _check_action_values
 
 _SINGLE_SPACES = {"observation_space": "single_observation_space", "action_space": "single_action_space"}
 

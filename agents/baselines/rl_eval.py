@@ -20,8 +20,8 @@ from typing import Protocol
 
 import numpy as np
 import torch
+
 from diffsampler.agents import metrics
-from diffsampler.agents.rollout import Trajectories
 from diffsampler.envs.sampler_mdp import DiffusionMDP
 
 
@@ -139,28 +139,30 @@ class TianshouSquashedHead:
         return torch.where(inside, lp, torch.full_like(lp, -math.inf))
 
 
-@torch.no_grad()
-def sample_trajectories(mdp: DiffusionMDP, head: PolicyHead, n: int, generator=None) -> Trajectories:
-    """``n`` forward trajectories of the policy through the torch MDP core (one batch, T steps)."""
-    x = mdp.initial_positions(n)
-    states, log_pf = [x], []
-    for k in range(mdp.num_steps):
-        obs = mdp.observe(x, torch.full((n,), k, device=x.device))
-        action, lp = head.sample(obs, generator)
-        x = x + action.to(x.dtype)
-        states.append(x)
-        log_pf.append(lp)
-    paths = torch.stack(states, 1)
-    return Trajectories(paths, torch.stack(log_pf, 1), mdp.log_pb_path(paths), mdp.log_reward(x))
+class HeadKernel:
+    """A policy head as a forward kernel of the trajectory engine (``envs.engine``): not Gaussian, so it
+    samples the increments and evaluates their log-densities itself, on observations ``[x, t, (c)]``."""
 
+    gaussian, score_clip = False, None
 
-@torch.no_grad()
-def path_log_pf(mdp: DiffusionMDP, head: PolicyHead, paths: torch.Tensor) -> torch.Tensor:
-    """``(B, T)`` log-densities of the policy along given paths ``(B, T + 1, d)``, in one batched call."""
-    b, t1, d = paths.shape
-    k = torch.arange(t1 - 1, device=paths.device).expand(b, -1)
-    obs = mdp.observe(paths[:, :-1].reshape(-1, d), k.reshape(-1))
-    return head.log_prob(obs, (paths[:, 1:] - paths[:, :-1]).reshape(-1, d)).view(b, t1 - 1)
+    def __init__(self, mdp: DiffusionMDP, head: PolicyHead):
+        self.mdp, self.head = mdp, head
+
+    def context(self, condition: torch.Tensor | None = None):
+        return condition
+
+    def sample(self, x: torch.Tensor, step: int, ctx, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        obs = self.mdp.observe(x, torch.full(x.shape[:1], step, device=x.device), ctx)
+        action, log_pf = self.head.sample(obs, generator)
+        return x + action.to(x.dtype), log_pf
+
+    def log_prob(self, x: torch.Tensor, x_next: torch.Tensor, ctx) -> torch.Tensor:
+        """``(B, T)`` log-densities of the increments of paths, in one batched call."""
+        b, T, d = x.shape
+        k = torch.arange(T, device=x.device).expand(b, -1).reshape(-1)
+        cond = None if ctx is None else ctx.repeat_interleave(T, 0)
+        obs = self.mdp.observe(x.reshape(-1, d), k, cond)
+        return self.head.log_prob(obs, (x_next - x).reshape(-1, d)).view(b, T)
 
 
 @torch.no_grad()
@@ -171,17 +173,15 @@ def evaluate_policy(mdp: DiffusionMDP, head: PolicyHead, n: int = 2000, seed: in
     gives such a path density 0 when one of its increments leaves the action Box, so EUBO is then
     None and ``backward_outside_support`` reports the fraction of such paths.
     """
-    target = mdp.target
+    target, kernel = mdp.target, HeadKernel(mdp, head)
     gen = torch.Generator(mdp.device).manual_seed(seed)
-    traj = sample_trajectories(mdp, head, n, gen)
+    traj = mdp.score(kernel, mdp.rollout(kernel, n, gen))
     x = traj.terminal
     exact = log_w_bwd = None
     outside = None
     if target.has_sampler:
         exact = target.sample(n, torch.Generator().manual_seed(seed)).to(mdp.device, mdp.dtype)
-        paths = mdp.sample_backward(exact, gen)
-        log_pf = path_log_pf(mdp, head, paths)
-        log_w = mdp.log_reward(exact) + mdp.log_pb_path(paths).sum(-1) - log_pf.sum(-1)
+        log_w = mdp.score(kernel, mdp.rollout_backward(exact, gen)).log_weight
         bad = ~torch.isfinite(log_w)
         outside = float(bad.double().mean())
         log_w_bwd = None if bool(bad.any()) else log_w

@@ -13,13 +13,14 @@ from __future__ import annotations
 import math
 
 import torch
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import DummyVecEnv
+
 from diffsampler.agents.baselines.rl_config import RLConfig
 from diffsampler.agents.baselines.rl_envs import make_plain_env, make_sb3_vec_env
 from diffsampler.agents.baselines.rl_eval import SB3GaussianHead, SB3SquashedHead
 from diffsampler.envs.sampler_mdp import DiffusionMDP
-from stable_baselines3 import PPO, SAC
-from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.vec_env import DummyVecEnv
 
 
 class _Progress(BaseCallback):

@@ -12,10 +12,6 @@ import math
 
 import numpy as np
 import torch
-from diffsampler.agents.baselines.rl_config import RLConfig
-from diffsampler.agents.baselines.rl_envs import make_plain_env, make_tianshou_vec_env
-from diffsampler.agents.baselines.rl_eval import TianshouSquashedHead
-from diffsampler.envs.sampler_mdp import DiffusionMDP
 from tianshou.algorithm import SAC
 from tianshou.algorithm.modelfree.sac import SACPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
@@ -24,6 +20,11 @@ from tianshou.env import DummyVectorEnv
 from tianshou.trainer import OffPolicyTrainerParams
 from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorProbabilistic, ContinuousCritic
+
+from diffsampler.agents.baselines.rl_config import RLConfig
+from diffsampler.agents.baselines.rl_envs import make_plain_env, make_tianshou_vec_env
+from diffsampler.agents.baselines.rl_eval import TianshouSquashedHead
+from diffsampler.envs.sampler_mdp import DiffusionMDP
 
 
 class TianshouModel:

@@ -17,9 +17,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from diffsampler.agents.plotting import density_contour, projections  # noqa: E402
 
 from diffsampler import envs  # noqa: E402
+from diffsampler.agents.plotting import density_contour, projections  # noqa: E402
 
 MAX_DIM = 64  # no sample figure for targets of higher dimension (an LGCP grid cell pair says little)
 COLUMNS = 5

@@ -69,9 +69,20 @@ def numeric(metrics: dict) -> dict:
     }
 
 
+def max_relative_difference(old: dict, new: dict) -> float:
+    """The largest relative difference over the recorded numeric keys (0.0: bit-identical)."""
+    worst = 0.0
+    for key, a in old.items():
+        b = new.get(key)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a != b:
+            worst = max(worst, abs(a - b) / max(abs(a), 1e-300))
+    return worst
+
+
 def compare(old: dict, new: dict, rtol: float = 1e-5) -> list[str]:
+    """Differences beyond ``rtol`` on the recorded keys (keys added since the record are new metrics)."""
     diffs = []
-    for key in sorted(set(old) | set(new)):
+    for key in sorted(old):
         a, b = old.get(key), new.get(key)
         if a is None or b is None:
             if a is not b:
@@ -107,7 +118,9 @@ def main(argv=None) -> int:
                 continue
             diffs = compare(record["runs"][label], metrics)
             failures += bool(diffs)
-            print(f"{label:28s} {'ok' if not diffs else 'DIFFERS'} ({seconds:.1f} s)", flush=True)
+            worst = max_relative_difference(record["runs"][label], metrics)
+            state = "DIFFERS" if diffs else ("identical" if worst == 0 else f"ok, max rel. diff {worst:.1e}")
+            print(f"{label:28s} {state} ({seconds:.1f} s)", flush=True)
             for d in diffs:
                 print(f"    {d}", flush=True)
         else:

@@ -18,6 +18,7 @@ the Langevin parametrisation see it.
 from __future__ import annotations
 
 import torch
+
 from diffsampler.envs.targets.base import Target
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from diffsampler.envs.process import LOG_2PI
 from diffsampler.envs.targets.base import Target, check_dim
 

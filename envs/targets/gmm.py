@@ -6,6 +6,7 @@ import itertools
 import math
 
 import torch
+
 from diffsampler.envs.process import LOG_2PI
 from diffsampler.envs.targets.base import Target, check_dim, like
 

@@ -30,6 +30,7 @@ import os
 from pathlib import Path
 
 import torch
+
 from diffsampler.envs.process import LOG_2PI
 from diffsampler.envs.targets.base import Target, bounded_rows, check_dim
 

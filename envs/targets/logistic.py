@@ -6,6 +6,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+
 from diffsampler.envs.process import LOG_2PI
 from diffsampler.envs.targets.base import Target, bounded_rows, like
 

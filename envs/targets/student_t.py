@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from diffsampler.envs.targets.base import Target, check_dim, like
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from diffsampler.envs.process import LOG_2PI
 from diffsampler.envs.targets.conditional import ConditionalTarget
 
