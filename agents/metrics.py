@@ -15,6 +15,7 @@ import ot
 import torch
 from scipy.special import chdtri
 
+from diffsampler.envs import engine
 from diffsampler.envs.targets import GaussianMixture, Manywell
 
 # Keys present in every ``summarize`` result (target-specific keys are added for GMMs and Manywell).
@@ -49,7 +50,7 @@ def log_weights(log_r: torch.Tensor, log_pf: torch.Tensor, log_pb: torch.Tensor)
             f"shape mismatch: log_r {tuple(log_r.shape)}, log_pf {tuple(log_pf.shape)}, "
             f"log_pb {tuple(log_pb.shape)}; expected (B,), (B, T), (B, T)"
         )
-    return log_r + log_pb.sum(-1) - log_pf.sum(-1)
+    return engine.log_weight(log_r, log_pf, log_pb)
 
 
 def elbo(log_w: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from diffsampler.envs.engine import log_weight
+
 
 def trajectory_balance(log_pf, log_pb, log_r, log_z) -> torch.Tensor:
     """``(log Z + sum log p_F - sum log p_B - log R)^2``."""
@@ -27,7 +29,7 @@ def vargrad(log_pf, log_pb, log_r, group: torch.Tensor | None = None) -> torch.T
     condition of each trajectory, for a conditional target, whose log Z differs per condition), the
     estimate is the mean over the trajectories of the same group.
     """
-    log_w = log_r + log_pb.sum(-1) - log_pf.sum(-1)
+    log_w = log_weight(log_r, log_pf, log_pb)
     if group is None:
         return (log_w - log_w.mean().detach()).square()
     _, inverse, counts = torch.unique(group, return_inverse=True, return_counts=True)

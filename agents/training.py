@@ -123,8 +123,9 @@ class Trainer:
         self.last_eval: dict = {}
         self.last_samples: torch.Tensor | None = None  # terminal states of the last evaluation
         self.directory = RunDirectory(run_dir, writable) if run_dir is not None else None
-        if self.directory is not None and writable and not (self.directory.exists("config.json") and _same_config(self)):
-            self.directory.write_json("config.json", to_dict(config))
+        directory = self.directory
+        if directory is not None and writable and not (directory.exists("config.json") and _same_config(self)):
+            directory.write_json("config.json", to_dict(config))
 
     @property
     def run_dir(self):
@@ -201,7 +202,8 @@ class Trainer:
     # --- evaluation ---------------------------------------------------------------------------------
 
     def _figures(self, figure: bool | None) -> bool:
-        return (self.config.figures if figure is None else figure) and self.directory is not None and self.directory.writable
+        wanted = self.config.figures if figure is None else figure
+        return wanted and self.directory is not None and self.directory.writable
 
     @torch.no_grad()
     def evaluate(self, n: int | None = None, figure: bool | None = None, repeat: int = 0) -> dict:

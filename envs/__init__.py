@@ -1,72 +1,57 @@
 """Targets, the diffusion MDP and its Gymnasium environments.
 
-Importing this package registers ``DiffSampler-<Target>-v0`` for every entry of ``ENV_TARGETS``::
+Importing this package registers ``DiffSampler-<Target>-v0`` for every entry of ``envs.registry``
+without importing torch (the classes load on first use)::
 
-    import gymnasium, envs
+    import gymnasium
+    from diffsampler import envs
     env = gymnasium.make("DiffSampler-Manywell-v0", dim=64)
     vec = gymnasium.make_vec("DiffSampler-GMM25-v0", num_envs=300)  # native torch vector env
     vae = gymnasium.make("DiffSampler-VAE-v0", data_path="../shared/data")  # conditional: obs [z, t, image]
     env = gymnasium.make("DiffSampler-Funnel-v0", reference="vp")  # VP (Ornstein-Uhlenbeck) reference
+    mdp = envs.make_mdp("DiffSampler-Manywell-v0", dim=8)  # the torch MDP core the agents roll out on
 """
 
 from __future__ import annotations
 
+import importlib
+
 import gymnasium
 
-from diffsampler.envs.sampler_mdp import DiffusionMDP
-from diffsampler.envs.targets import CONDITIONAL_TARGETS, TARGETS, Target, make_target
+from diffsampler.envs.registry import CONDITIONAL_ENV_IDS, ENV_IDS, REGISTRY, UNCONDITIONAL_ENV_IDS
 
-# Gymnasium id suffix -> registered target name.
-ENV_TARGETS = {
-    "GMM25": "gmm25",
-    "GMM9": "gmm9",
-    "Funnel": "funnel",
-    "EasyFunnel": "easy_funnel",
-    "Manywell": "manywell",
-    "Gaussian": "gaussian",
-    "GMM40": "gmm40",
-    "StudentTMixture": "student_t_mixture",
-    "BreastCancer": "breast_cancer",
-    "LGCP": "lgcp",  # the pines data: data_path=... (CLI --data-path) or $DIFFSAMPLER_DATA
-    "LGCPSynthetic": "lgcp_synthetic",
-    "VAE": "vae",
+
+def register_envs() -> None:
+    """Register every target of the registry as a Gymnasium id (idempotent; string entry points only)."""
+    for name, spec in REGISTRY.items():
+        if spec.env_id not in gymnasium.registry:
+            gymnasium.register(
+                id=spec.env_id,
+                entry_point="diffsampler.envs.gym_env:DiffSamplerEnv",
+                vector_entry_point="diffsampler.envs.gym_env:DiffSamplerVectorEnv",
+                kwargs={"target": name},
+                disable_env_checker=False,
+            )
+
+
+register_envs()
+
+# Loaded on first access (PEP 562), so that importing the package stays light.
+_LAZY = {
+    "DiffusionMDP": "diffsampler.envs.sampler_mdp",
+    "make_mdp": "diffsampler.envs.sampler_mdp",
+    "TARGETS": "diffsampler.envs.targets",
+    "Target": "diffsampler.envs.targets",
+    "make_target": "diffsampler.envs.targets",
 }
-ENV_IDS = [f"DiffSampler-{name}-v0" for name in ENV_TARGETS]
-# Envs of conditional targets: a condition per episode, observations [x, t, c].
-CONDITIONAL_ENV_IDS = [f"DiffSampler-{n}-v0" for n, t in ENV_TARGETS.items() if t in CONDITIONAL_TARGETS]
-UNCONDITIONAL_ENV_IDS = [i for i in ENV_IDS if i not in CONDITIONAL_ENV_IDS]
-
-for _name, _target in ENV_TARGETS.items():
-    _id = f"DiffSampler-{_name}-v0"
-    if _id not in gymnasium.registry:
-        gymnasium.register(
-            id=_id,
-            entry_point="diffsampler.envs.gym_env:DiffSamplerEnv",
-            vector_entry_point="diffsampler.envs.gym_env:DiffSamplerVectorEnv",
-            kwargs={"target": _target},
-            disable_env_checker=False,
-        )
-
-_MDP_KWARGS = ("num_steps", "t_scale", "reward_mode", "device", "reference", "reference_kwargs")
 
 
-def make_mdp(env_id: str, **kwargs) -> DiffusionMDP:
-    """The torch MDP core behind a registered env id, with the same keyword arguments as ``make``.
-
-    Agents roll out through this core directly; ``action_bound`` (a Gymnasium-face option) is ignored.
-    """
-    env_id = env_id.removeprefix("diffsampler.envs:")
-    if env_id not in gymnasium.registry or env_id not in ENV_IDS:
-        raise ValueError(f"unknown env id {env_id!r}; registered: {ENV_IDS}")
-    merged = {**gymnasium.spec(env_id).kwargs, **kwargs}
-    merged.pop("action_bound", None)
-    mdp_kwargs = {k: merged.pop(k) for k in _MDP_KWARGS if k in merged}
-    target = merged.pop("target")
-    if not isinstance(target, Target):
-        target = make_target(target, **merged)
-    elif merged:
-        raise ValueError(f"target keyword arguments {merged!r} given with a Target instance")
-    return DiffusionMDP(target, **mdp_kwargs)
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["DiffusionMDP", "ENV_IDS", "ENV_TARGETS", "TARGETS", "Target", "make_mdp", "make_target"]
+__all__ = ["CONDITIONAL_ENV_IDS", "ENV_IDS", "UNCONDITIONAL_ENV_IDS", "REGISTRY", *_LAZY, "register_envs"]

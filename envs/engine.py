@@ -238,7 +238,7 @@ def _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states,
             elif std is not None:
                 x = torch.add(mean, noise[k], out=buf[k + 1])
             else:
-                x = torch.addcmul(mean, process.noise_std(var, extra_std), noise[k], out=buf[k + 1])
+                x = _gaussian_step(mean, process.noise_std(var, extra_std), noise[k], buf[k + 1])
         if recording:
             states.append(x)
             log_pf.append(lp)
@@ -294,8 +294,15 @@ def backward_loop(kernel: BackwardKernel, x_last: torch.Tensor, generator, ctx, 
     states[T] = x_last
     for k in range(T - 1, first - 1, -1):
         mean, var = kernel.transition(states[k + 1], k, ctx)
-        torch.addcmul(mean, noise[k], process.noise_std(var), out=states[k])
+        _gaussian_step(mean, process.noise_std(var), noise[k], states[k])
     return states.transpose(0, 1).contiguous()
+
+
+def _gaussian_step(mean: torch.Tensor, std, noise: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out = mean + std * noise`` for a float or tensor ``std``, written in place."""
+    if isinstance(std, torch.Tensor):
+        return torch.addcmul(mean, std, noise, out=out)
+    return torch.add(mean, noise, alpha=std, out=out)
 
 
 def score(

@@ -18,10 +18,12 @@ same code paths with ``condition = None``.
 
 from __future__ import annotations
 
+import gymnasium
 import torch
 
 from diffsampler.envs import engine, process
 from diffsampler.envs.reference import Reference, make_reference
+from diffsampler.envs.registry import ENV_IDS
 from diffsampler.envs.targets import Target, is_conditional, make_target
 
 REWARD_MODES = ("terminal", "soft_rl")
@@ -259,3 +261,25 @@ class EpisodeBatch:
             i = int((~finite).nonzero()[0, 0])
             raise ValueError(f"non-finite next position for episode {i}: {x_next[i].tolist()}")
         return x_next
+
+
+_MDP_KWARGS = ("num_steps", "t_scale", "reward_mode", "device", "reference", "reference_kwargs")
+
+
+def make_mdp(env_id: str, **kwargs) -> DiffusionMDP:
+    """The torch MDP core behind a registered env id, with the same keyword arguments as ``make``.
+
+    Agents roll out through this core directly; ``action_bound`` (a Gymnasium-face option) is ignored.
+    """
+    env_id = env_id.removeprefix("diffsampler.envs:")
+    if env_id not in gymnasium.registry or env_id not in ENV_IDS:
+        raise ValueError(f"unknown env id {env_id!r}; registered: {ENV_IDS}")
+    merged = {**gymnasium.spec(env_id).kwargs, **kwargs}
+    merged.pop("action_bound", None)
+    mdp_kwargs = {k: merged.pop(k) for k in _MDP_KWARGS if k in merged}
+    target = merged.pop("target")
+    if not isinstance(target, Target):
+        target = make_target(target, **merged)
+    elif merged:
+        raise ValueError(f"target keyword arguments {merged!r} given with a Target instance")
+    return DiffusionMDP(target, **mdp_kwargs)

@@ -29,17 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DIFFSAMPLER_DATA", str(ROOT.parent / "shared" / "data"))  # the LGCP's pines
 
-TARGETS = {
-    "25gmm": ("DiffSampler-GMM25-v0", {}),
-    "funnel": ("DiffSampler-Funnel-v0", {}),
-    "manywell8": ("DiffSampler-Manywell-v0", {"dim": 8}),
-    "manywell32": ("DiffSampler-Manywell-v0", {"dim": 32}),
-    "manywell128": ("DiffSampler-Manywell-v0", {"dim": 128}),
-    "manywell512": ("DiffSampler-Manywell-v0", {"dim": 512}),
-    "lgcp": ("DiffSampler-LGCP-v0", {}),
-    "vae": ("DiffSampler-VAE-v0", {}),  # the default 8x8-digits VAE (64 pixels)
-    "vae-mnist": ("DiffSampler-VAE-v0", {"data_path": str(Path(__file__).resolve().parents[2] / "shared" / "data")}),
-}
+from diffsampler.envs.registry import SHORT_NAMES  # noqa: E402
+
+# The benchmark's short names (``envs.registry``), plus the paper's MNIST VAE from the shared data.
+TARGETS = {name: SHORT_NAMES[name] for name in ("25gmm", "funnel", "manywell8", "manywell32", "manywell128")}
+TARGETS |= {name: SHORT_NAMES[name] for name in ("manywell512", "lgcp", "vae")}  # "vae" reads $DIFFSAMPLER_DATA
+TARGETS["vae-mnist"] = (SHORT_NAMES["vae"][0], {"data_path": str(ROOT.parent / "shared" / "data")})
 
 
 def _setup(device: str, threads: int | None) -> None:

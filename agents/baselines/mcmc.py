@@ -22,6 +22,7 @@ steps that leave gamma_k invariant, the step size adapted toward ``target_accept
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -32,12 +33,12 @@ from diffsampler.agents.baselines.particles import (
     RESAMPLERS,
     SCHEDULES,
     ess_fraction,
-    gaussian_log_density,
     incremental_log_weight,
     log_normaliser_increment,
     resample,
 )
 from diffsampler.buffers.local_search import MALAState, adapt_step_size, mala_init, mala_step
+from diffsampler.envs import process
 from diffsampler.envs.targets.base import Target
 
 
@@ -158,7 +159,7 @@ def smc(target: Target, config: SMCConfig = SMCConfig(), generator: torch.Genera
     c = config
     log_reward = _Counted(target.log_reward)
     x0, var = _initial(target, c.particles, c.init_var, generator)
-    log_base = gaussian_log_density(var)
+    log_base = functools.partial(process.gaussian_log_prob, mean=0.0, var=var)  # log N(x; 0, var I)
     betas = SCHEDULES[c.schedule](c.temperatures, c.beta_min)
     state = mala_init(log_reward, x0)
     n, device = c.particles, x0.device

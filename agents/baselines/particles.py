@@ -6,7 +6,6 @@ uses them is ``agents.baselines.mcmc.smc``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -73,12 +72,3 @@ def incremental_log_weight(delta_beta: float, log_r: torch.Tensor, log_base: tor
 def log_normaliser_increment(log_w: torch.Tensor, log_inc: torch.Tensor) -> torch.Tensor:
     """``log sum_i W_i G_i`` with ``W = softmax(log_w)``: the estimate of log Z_k - log Z_{k-1}."""
     return torch.logsumexp(log_w + log_inc, 0) - torch.logsumexp(log_w, 0)
-
-
-def gaussian_log_density(var: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Normalised ``log N(x; 0, var I)`` of (B, d) rows."""
-
-    def log_density(x: torch.Tensor) -> torch.Tensor:
-        return -0.5 * x.square().sum(-1) / var - 0.5 * x.shape[-1] * math.log(2 * math.pi * var)
-
-    return log_density

@@ -24,13 +24,14 @@ from diffsampler import envs
 from diffsampler.agents.gflownet import GFlowNetAgent, GFlowNetConfig
 from diffsampler.agents.presets import get_preset
 from diffsampler.agents.runs import RunSpec, run
+from diffsampler.envs.registry import SHORT_NAMES
 from diffsampler.envs.targets.base import EvaluationCounter
 
-# Table name -> (env id, env kwargs): the three targets.
+# Table name -> (env id, env kwargs): the three targets (short names of ``envs.registry``).
 TARGETS: dict[str, tuple[str, dict]] = {
-    "25GMM": ("DiffSampler-GMM25-v0", {}),
-    "Manywell-8": ("DiffSampler-Manywell-v0", {"dim": 8}),
-    "Gaussian": ("DiffSampler-Gaussian-v0", {"dim": 2, "mean": 1.0, "std": 0.5}),
+    "25GMM": SHORT_NAMES["25gmm"],
+    "Manywell-8": SHORT_NAMES["manywell8"],
+    "Gaussian": (SHORT_NAMES["gaussian"][0], {"dim": 2, "mean": 1.0, "std": 0.5}),
 }
 METHODS = ("tb-expl", "tb-expl-ls", "sb3-sac", "sb3-ppo", "ts-sac")
 COLUMNS = ("delta_log_z", "delta_log_z_rw", "w2", "wall_seconds", "energy_evaluations")

@@ -55,9 +55,7 @@ class SB3VecEnv(VecEnv):
         if mode != AutoresetMode.SAME_STEP:
             raise ValueError(f"SB3VecEnv needs autoreset_mode SAME_STEP, got {mode}")
         self._actions: np.ndarray | None = None
-        self.shaping = (
-            PotentialShaping(self.venv.num_envs, self.venv.mdp.t_scale, self.venv.device) if shaping else None
-        )
+        self.shaping = PotentialShaping(self.venv.num_envs, self.venv.mdp, self.venv.device) if shaping else None
         super().__init__(self.venv.num_envs, self.venv.single_observation_space, self.venv.single_action_space)
 
     @property
@@ -126,9 +124,7 @@ class TianshouVectorEnv(BaseVectorEnv):
 
     def __init__(self, venv: DiffSamplerVectorEnv, shaping: bool = False):
         self.venv = _native(venv)
-        self.shaping = (
-            PotentialShaping(self.venv.num_envs, self.venv.mdp.t_scale, self.venv.device) if shaping else None
-        )
+        self.shaping = PotentialShaping(self.venv.num_envs, self.venv.mdp, self.venv.device) if shaping else None
         self.env_num = self.venv.num_envs
         self.wait_num = self.env_num
         self.timeout = None

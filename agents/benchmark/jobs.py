@@ -21,22 +21,12 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-# Short target names (the columns of the tables) -> (env id, env kwargs). Full env ids are accepted too.
-TARGET_ALIASES: dict[str, tuple[str, dict]] = {
-    "25gmm": ("DiffSampler-GMM25-v0", {}),
-    "9gmm": ("DiffSampler-GMM9-v0", {}),
-    "funnel": ("DiffSampler-Funnel-v0", {}),
-    "easy-funnel": ("DiffSampler-EasyFunnel-v0", {}),
-    "manywell": ("DiffSampler-Manywell-v0", {"dim": 32}),
-    "manywell8": ("DiffSampler-Manywell-v0", {"dim": 8}),
-    "manywell128": ("DiffSampler-Manywell-v0", {"dim": 128}),
-    "manywell512": ("DiffSampler-Manywell-v0", {"dim": 512}),
-    "gaussian": ("DiffSampler-Gaussian-v0", {}),
-    "lgcp": ("DiffSampler-LGCP-v0", {}),
-    "lgcp-synthetic": ("DiffSampler-LGCPSynthetic-v0", {}),
-    "vae": ("DiffSampler-VAE-v0", {}),
-    "40gmm": ("DiffSampler-GMM40-v0", {}),
-}
+from diffsampler.envs import registry
+from diffsampler.envs.registry import SHORT_NAMES
+
+# Short target names (the columns of the tables) -> (env id, env kwargs): ``envs.registry``'s. Full env ids
+# are accepted too.
+TARGET_ALIASES: dict[str, tuple[str, dict]] = SHORT_NAMES
 # The paper's Table 1 methods in its row order: ``--presets all`` selects those present in PRESETS.
 TABLE1_PRESETS = (
     "smc",
@@ -54,8 +44,6 @@ TABLE1_PRESETS = (
     "tb-expl-lp-ls",
     "vargrad-expl-lp-ls",
 )
-# Env ids whose target reads a data file: they get ``data_path`` when the benchmark is given one.
-DATA_ENVS = ("DiffSampler-LGCP-v0", "DiffSampler-VAE-v0")
 
 # Files a worker hands back with its result, so a driver without the worker's filesystem (a Ray
 # cluster with no shared disk) can still hold every finished run.
@@ -113,34 +101,15 @@ class Job:
 
 
 def resolve_target(name: str, data_path: str | None = None) -> tuple[str, str, dict]:
-    """(short name, env id, env kwargs) of a short name or a registered env id; clear error otherwise."""
-    from diffsampler import envs
-
-    if name in TARGET_ALIASES:
-        env_id, kwargs = TARGET_ALIASES[name]
-    elif name in envs.ENV_IDS:
-        env_id, kwargs = name, {}
-        name = target_name(env_id, {})
-    else:
-        raise ValueError(f"unknown target {name!r}; short names: {sorted(TARGET_ALIASES)}; env ids: {envs.ENV_IDS}")
-    if env_id not in envs.ENV_IDS:
-        raise ValueError(f"target {name!r} needs env {env_id!r}, which is not registered; registered: {envs.ENV_IDS}")
-    kwargs = dict(kwargs)
-    if data_path is not None and env_id in DATA_ENVS:
+    """(short name, env id, env kwargs) of a short name or a registered env id; clear error otherwise.
+    A target that reads a data file gets ``data_path`` when one is given."""
+    name, env_id, kwargs = registry.resolve(name)
+    if data_path is not None and env_id in registry.DATA_ENV_IDS:
         kwargs["data_path"] = str(data_path)
     return name, env_id, kwargs
 
 
-def target_name(env_id: str, env_kwargs: dict) -> str:
-    """The short name of (env id, kwargs): the alias with exactly these kwargs, else the env's default alias."""
-    kwargs = {k: v for k, v in env_kwargs.items() if k != "data_path"}
-    same_env = [a for a, (e, _) in TARGET_ALIASES.items() if e == env_id]
-    for alias in same_env:
-        if TARGET_ALIASES[alias][1] == kwargs:
-            return alias
-    if same_env and not kwargs:
-        return same_env[0]
-    return env_id.removeprefix("DiffSampler-").removesuffix("-v0").lower()
+target_name = registry.short_name
 
 
 def run_dir_of(out: str | os.PathLike, job: Job) -> Path:

@@ -1,36 +1,25 @@
-"""Targets and the TARGETS registry (name -> factory taking keyword arguments)."""
+"""Targets and ``TARGETS`` (name -> factory taking keyword arguments), derived from ``envs.registry``."""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
 
+from diffsampler.envs.registry import REGISTRY
 from diffsampler.envs.targets.base import Target
 from diffsampler.envs.targets.conditional import BoundTarget, ConditionalTarget, is_conditional
 from diffsampler.envs.targets.funnel import Funnel
 from diffsampler.envs.targets.gaussian import Gaussian
 from diffsampler.envs.targets.gmm import GaussianMixture, gmm9, gmm25, gmm40
-from diffsampler.envs.targets.lgcp import LogGaussianCoxProcess, lgcp_pines, lgcp_synthetic
-from diffsampler.envs.targets.logistic import BayesianLogisticRegression, breast_cancer
+from diffsampler.envs.targets.lgcp import LogGaussianCoxProcess
+from diffsampler.envs.targets.logistic import BayesianLogisticRegression
 from diffsampler.envs.targets.manywell import Manywell
-from diffsampler.envs.targets.student_t import StudentTMixture, student_t_mixture
-from diffsampler.envs.targets.vae import VAEPosterior, vae
+from diffsampler.envs.targets.student_t import StudentTMixture
+from diffsampler.envs.targets.vae import VAEPosterior
 
-TARGETS: dict[str, Callable[..., Target]] = {
-    "gmm25": gmm25,
-    "gmm9": gmm9,
-    "funnel": lambda dim=10, t_scale=1.0: Funnel(dim, scale=3.0, t_scale=t_scale),
-    "easy_funnel": lambda dim=10, t_scale=1.0: Funnel(dim, scale=1.0, t_scale=t_scale),
-    "manywell": Manywell,
-    "gaussian": Gaussian,
-    "gmm40": gmm40,
-    "student_t_mixture": student_t_mixture,
-    "breast_cancer": breast_cancer,
-    "lgcp": lgcp_pines,
-    "lgcp_synthetic": lgcp_synthetic,
-    "vae": vae,
-}
-CONDITIONAL_TARGETS = ("vae",)  # names whose factories build a ConditionalTarget (log_reward(x, condition))
+TARGETS: dict[str, Callable[..., Target]] = {name: spec.load() for name, spec in REGISTRY.items()}
+# names whose factories build a ConditionalTarget (log_reward(x, condition))
+CONDITIONAL_TARGETS = tuple(name for name, spec in REGISTRY.items() if spec.conditional)
 
 
 def make_target(name: str, **kwargs) -> Target:
@@ -48,3 +37,4 @@ def make_target(name: str, **kwargs) -> Target:
 __all__ = ["TARGETS", "Target", "make_target", "Funnel", "Gaussian", "GaussianMixture", "Manywell"]
 __all__ += ["BayesianLogisticRegression", "LogGaussianCoxProcess", "StudentTMixture"]
 __all__ += ["BoundTarget", "ConditionalTarget", "VAEPosterior", "is_conditional"]
+__all__ += ["gmm9", "gmm25", "gmm40"]

@@ -42,3 +42,13 @@ class Funnel(Target):
         x0 = self.scale * torch.randn(n, 1, generator=generator)
         rest = torch.exp(0.5 * x0) * torch.randn(n, self.dim - 1, generator=generator)
         return torch.cat([x0, rest], dim=1)
+
+
+def funnel(dim: int = 10, t_scale: float = 1.0) -> Funnel:
+    """The paper's funnel: d = 10, x0 ~ N(0, 9)."""
+    return Funnel(dim, scale=3.0, t_scale=t_scale)
+
+
+def easy_funnel(dim: int = 10, t_scale: float = 1.0) -> Funnel:
+    """A milder funnel: x0 ~ N(0, 1)."""
+    return Funnel(dim, scale=1.0, t_scale=t_scale)
