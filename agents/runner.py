@@ -16,6 +16,7 @@ import errno
 import fcntl
 import json
 import os
+import pickle
 import socket
 import time
 from pathlib import Path
@@ -114,6 +115,28 @@ class RunDirectory:
         if not isinstance(data, dict):
             raise ValueError(f"{path} is damaged: expected a JSON object, got {type(data).__name__}")
         return data
+
+    def load_checkpoint(self, device: str = "cpu", name: str = "checkpoint.pt") -> dict:
+        """A checkpoint's state, loaded with ``weights_only=True``: plain tensors, numbers, strings and
+        containers only. A file that would run code (a pickled object with a ``__reduce__``), or a
+        truncated, empty or foreign file, is refused with a ValueError naming it; nothing in it runs."""
+        path = self.path / name
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+        except pickle.UnpicklingError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(
+                f"{path}: refused to load; a checkpoint holds only tensors and plain containers, and this file "
+                f"holds something else ({first})"
+            ) from None
+        except (RuntimeError, EOFError, OSError, ValueError) as err:
+            if isinstance(err, FileNotFoundError):
+                raise
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"{path} is damaged: not a readable checkpoint ({reason})") from None
+        if not isinstance(state, dict):
+            raise ValueError(f"{path} is damaged: not a training checkpoint (holds a {type(state).__name__})")
+        return state
 
     def figure_path(self, name: str) -> str:
         return str(self.path / "figures" / name)

@@ -17,9 +17,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from diffsampler.agents.baselines import mcmc_runs
 from diffsampler.agents.baselines import rl as rl_baselines
-from diffsampler.agents.baselines.mcmc import MALAChainConfig, SMCConfig
-from diffsampler.agents.baselines.mcmc_runs import MALA_RUNNER, SMC_RUNNER
+from diffsampler.agents.baselines.mcmc import MCMCMethod
 from diffsampler.agents.config import field_paths
 from diffsampler.agents.gflownet import GFlowNetConfig
 from diffsampler.agents.presets import PRESETS, get_preset
@@ -60,8 +60,7 @@ class RunSpec:
 # Preset agent-config type -> runner. Baseline modules add their entries here.
 RUNNERS: dict[type, Runner] = {
     GFlowNetConfig: GFlowNetRunner(),
-    SMCConfig: SMC_RUNNER,
-    MALAChainConfig: MALA_RUNNER,
+    **mcmc_runs.RUNNERS,
     **rl_baselines.RUNNERS,
 }
 
@@ -69,6 +68,8 @@ RUNNERS: dict[type, Runner] = {
 def runner_for(preset_name: str) -> Runner:
     preset = get_preset(preset_name)
     kind = type(preset.agent)
+    if kind not in RUNNERS and issubclass(kind, MCMCMethod):  # an MCMC method defined after this import
+        RUNNERS[kind] = mcmc_runs.MCMCRunner(kind)
     if kind not in RUNNERS:
         raise ValueError(f"preset {preset_name!r} has agent config {kind.__name__} with no runner in RUNNERS")
     return RUNNERS[kind]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import pickle
 import time
 from dataclasses import dataclass, field
 
@@ -85,23 +84,6 @@ class TrainConfig:
             raise ValueError(f"env_kwargs must be a dict, got {self.env_kwargs!r}")
 
 
-def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> dict:
-    """A checkpoint's state, loaded with ``weights_only=True``: plain tensors, numbers, strings and
-    containers only. A file that would run code (a pickled object with a ``__reduce__``) or that is not a
-    checkpoint at all is refused with a ValueError naming the file; nothing in it is executed."""
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"{path}: refused to load; a checkpoint holds only tensors and plain containers, and this file "
-            f"holds something else ({first})"
-        ) from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a training checkpoint (holds a {type(state).__name__}, expected a dict)")
-    return state
-
-
 class Trainer:
     """Owns the MDP, the agent, the generators and the run directory of one training run.
 
@@ -152,7 +134,7 @@ class Trainer:
                 f"{run_dir} has no checkpoint.pt: the run stopped before its first checkpoint "
                 f"(every {config.checkpoint_every} iterations); start it again"
             )
-        state = load_checkpoint(directory / "checkpoint.pt", config.device)
+        state = directory.load_checkpoint(config.device)
         trainer = cls(config, run_dir, writable)
         trainer.load_state(state, directory / "checkpoint.pt")
         return trainer

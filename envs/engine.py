@@ -32,63 +32,7 @@ import torch
 
 from diffsampler.envs import process
 from diffsampler.envs.fused import residual_squared_norm
-
-
-def log_weight(log_r: torch.Tensor, log_pf: torch.Tensor, log_pb: torch.Tensor) -> torch.Tensor:
-    """``log R(x_T) + sum_k log p_B - sum_k log p_F`` over the last dim of ``(..., B, T)`` log-probabilities
-    (``- log p_0(x_0)`` is folded into ``log_pb[..., 0]``): the one definition of a trajectory's log-weight."""
-    return log_r + log_pb.sum(-1) - log_pf.sum(-1)
-
-
-@dataclass
-class Paths:
-    """Detached paths and what their sampling evaluated on the way (reused by ``score``).
-
-    Attributes:
-        states: (B, T + 1, d) positions; ``states[:, 0] = x_0 ~ p_0``.
-        log_r: (B,) terminal log-rewards.
-        scores: (B, T, d) clipped scores at ``states[:, :-1]`` (Langevin kernels), else None.
-        log_r_states: (B, T) log-rewards at ``states[:, :-1]``, when they were evaluated.
-        condition: (B, cond_dim) the paths' conditions (conditional targets), else None.
-        log_pf: (B, T) forward log-probabilities recorded while sampling (reparameterised paths and
-            kernels that are not Gaussian), else None: ``score`` evaluates them.
-    """
-
-    states: torch.Tensor
-    log_r: torch.Tensor
-    scores: torch.Tensor | None = None
-    log_r_states: torch.Tensor | None = None
-    condition: torch.Tensor | None = None
-    log_pf: torch.Tensor | None = None
-
-
-@dataclass
-class Trajectories:
-    """A batch of B scored trajectories of T steps.
-
-    Attributes:
-        states: (B, T + 1, d) positions.
-        log_pf: (B, T) ``log p_F(x_{k+1} | x_k)``.
-        log_pb: (B, T) ``log p_B(x_k | x_{k+1})``; entry 0 also carries ``- log p_0(x_0)``.
-        log_r: (B,) terminal log-rewards.
-        log_f: (B, T + 1) log-flows of the visited states (last column = log_r), for agents with flows.
-        condition_index: (B,) which condition each trajectory had (conditional targets), else None.
-    """
-
-    states: torch.Tensor
-    log_pf: torch.Tensor
-    log_pb: torch.Tensor
-    log_r: torch.Tensor
-    log_f: torch.Tensor | None = None
-    condition_index: torch.Tensor | None = None
-
-    @property
-    def log_weight(self) -> torch.Tensor:
-        return log_weight(self.log_r, self.log_pf, self.log_pb)
-
-    @property
-    def terminal(self) -> torch.Tensor:
-        return self.states[:, -1]
+from diffsampler.envs.trajectories import Paths, Trajectories, log_weight  # noqa: F401 - re-exported
 
 
 @dataclass

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from diffsampler.agents.presets import PRESETS
-from diffsampler.agents.training import TrainConfig, Trainer, load_checkpoint
+from diffsampler.agents.runner import RunDirectory
+from diffsampler.agents.training import TrainConfig, Trainer
 from scripts import train_agent
 
 
@@ -37,7 +38,7 @@ def _run(tmp_path):
 
 def test_a_real_checkpoint_loads_weights_only(tmp_path):
     run_dir = _run(tmp_path)
-    state = load_checkpoint(run_dir / "checkpoint.pt")
+    state = RunDirectory(run_dir, writable=False).load_checkpoint()
     assert state["iteration"] == 2
     assert Trainer.resume(run_dir).iteration == 2
 
@@ -46,7 +47,7 @@ def test_a_real_checkpoint_loads_weights_only(tmp_path):
 def test_a_malicious_checkpoint_is_refused_without_side_effect(tmp_path, capsys, via):
     run_dir = _run(tmp_path)
     marker = tmp_path / "pwned"
-    state = load_checkpoint(run_dir / "checkpoint.pt")
+    state = RunDirectory(run_dir, writable=False).load_checkpoint()
     state["payload"] = _Payload(marker)
     torch.save(state, run_dir / "checkpoint.pt")
     with pytest.raises(ValueError, match="refused to load"):

@@ -132,7 +132,7 @@ def test_one_place_each():
     two_pi = [p.name for p, s in outside_targets.items() if re.search(r"LOG_2PI|log\(2 \* math\.pi", s)]
     assert two_pi == ["process.py"], two_pi  # process.gaussian_log_density / gaussian_log_prob
     log_w = [p.name for p, s in sources.items() if re.search(r"log_pb\.sum\(-1\) - log_pf\.sum\(-1\)", s)]
-    assert log_w == ["engine.py"], log_w
+    assert log_w == ["trajectories.py"], log_w
     forward = [p.name for p, s in sources.items() for _ in re.finditer(r"for k in range\(T\):", s)]
     backward = [p.name for p, s in sources.items() for _ in re.finditer(r"for k in range\(T - 1, ", s)]
     assert forward == ["engine.py"] and backward == ["engine.py"], (forward, backward)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 
@@ -84,11 +84,35 @@ def _initial(target: Target, n: int, init_var: float | None, generator) -> tuple
     return x, var
 
 
+# Every MCMC method's config class, in definition order (``MCMCMethod.__init_subclass__``).
+MCMC_METHODS: list[type] = []
+
+
+class MCMCMethod:
+    """Base of an MCMC method's config. A subclass registers itself in ``MCMC_METHODS`` and gets a runner
+    (``agents.baselines.mcmc_runs.MCMCRunner``) on first use: defining it and giving it a preset
+    (``agents.presets``) makes a method of the CLI and the benchmark.
+
+    ``budget_field``: the config field a run's budget sets. ``sample(target, generator, eval_samples)``
+    runs the method and returns ``(metrics, samples)``: the log-weight keys of ``agents.metrics`` (None
+    where the method has no estimate) plus diagnostics, and ``eval_samples`` samples for the sample metrics.
+    """
+
+    budget_field: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        MCMC_METHODS.append(cls)
+
+    def sample(self, target: Target, generator: torch.Generator, eval_samples: int) -> tuple[dict, torch.Tensor]:
+        raise NotImplementedError
+
+
 # --- SMC / AIS --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class SMCConfig:
+class SMCConfig(MCMCMethod):
     """SMC sampler / annealed importance sampling with MALA moves.
 
     Attributes:
@@ -105,6 +129,8 @@ class SMCConfig:
         beta_min: first inverse temperature of the geometric schedule.
         init_var: variance s^2 of the initial distribution N(0, s^2 I); None: the target's ``t_scale``.
     """
+
+    budget_field: ClassVar[str] = "temperatures"
 
     particles: int = 2000
     temperatures: int = 200
@@ -140,6 +166,17 @@ class SMCConfig:
     @property
     def energy_evaluations(self) -> int:
         return self.particles * (1 + self.temperatures * self.mala_steps)
+
+    def sample(self, target: Target, generator: torch.Generator, eval_samples: int) -> tuple[dict, torch.Tensor]:
+        """log Z is the SMC estimate (``log_z_rw`` the same number); samples resampled by the final weights."""
+        out = smc(target, self, generator)
+        log_z = float(out.log_z)
+        delta = None if target.log_Z is None else abs(target.log_Z - log_z)
+        result = {"log_z": log_z, "log_z_rw": log_z, "delta_log_z": delta, "delta_log_z_rw": delta, "eubo": None}
+        result |= {"ess": float(out.ess[-1]), "acceptance_rate": float(out.acceptance.mean())}
+        result |= {"final_step_size": float(out.step_size[-1]), "resampling_events": int(out.resampled.sum())}
+        result["min_ess"] = float(out.ess.min())
+        return result, out.x[resample(out.log_w, eval_samples, self.resampling, generator)]
 
 
 class SMCResult(NamedTuple):
@@ -204,7 +241,7 @@ def smc(target: Target, config: SMCConfig = SMCConfig(), generator: torch.Genera
 
 
 @dataclass(frozen=True)
-class MALAChainConfig:
+class MALAChainConfig(MCMCMethod):
     """Independent parallel MALA chains targeting R, started from N(0, s^2 I).
 
     Attributes:
@@ -218,6 +255,8 @@ class MALAChainConfig:
         target_acceptance: 0.574, optimal for MALA.
         init_var: variance s^2 of the initial distribution; None: the target's ``t_scale``.
     """
+
+    budget_field: ClassVar[str] = "steps"
 
     chains: int = 2000
     steps: int = 1000
@@ -248,6 +287,14 @@ class MALAChainConfig:
     @property
     def energy_evaluations(self) -> int:
         return self.chains * (1 + self.steps)
+
+    def sample(self, target: Target, generator: torch.Generator, eval_samples: int) -> tuple[dict, torch.Tensor]:
+        """Samples only (no log Z): the final states of the first ``eval_samples`` chains."""
+        out = mala_chains(target, self, generator)
+        result = dict.fromkeys(("log_z", "log_z_rw", "delta_log_z", "delta_log_z_rw", "eubo", "ess"))
+        result["acceptance_rate"] = float(out.acceptance[self.burn_in_steps :].mean())
+        result["final_step_size"] = float(out.step_size)
+        return result, out.samples[-1, :eval_samples]
 
 
 class MALAChainResult(NamedTuple):

@@ -17,6 +17,8 @@ final states of the first ``eval_samples`` chains. ``ms_per_iteration`` is wall 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import os
 import time
@@ -25,13 +27,12 @@ from dataclasses import dataclass, field
 import torch
 
 from diffsampler import envs
-from diffsampler.agents.baselines.mcmc import MALAChainConfig, SMCConfig, mala_chains, smc
-from diffsampler.agents.baselines.particles import resample
+from diffsampler.agents.baselines.mcmc import MCMC_METHODS, MALAChainConfig, MCMCMethod, SMCConfig
 from diffsampler.agents.config import to_dict
 from diffsampler.agents.evaluation import sample_metrics
 from diffsampler.agents.runner import RunDirectory, Runner, final_metrics, setup_runtime
 from diffsampler.envs.targets import is_conditional
-from diffsampler.envs.targets.base import EvaluationCounter, Target
+from diffsampler.envs.targets.base import EvaluationCounter
 
 
 @dataclass(frozen=True)
@@ -67,49 +68,27 @@ class MCMCRunConfig:
             raise ValueError(f"eval_samples must be >= 1, got {self.eval_samples!r}")
 
 
-@dataclass(frozen=True)
-class SMCRunConfig(MCMCRunConfig):
-    agent: SMCConfig = field(default_factory=SMCConfig)
+@functools.cache
+def run_config_type(method: type) -> type:
+    """The run config of an MCMC method: ``MCMCRunConfig`` with ``agent: method``."""
+    name = method.__name__.removesuffix("Config") + "RunConfig"
+    return dataclasses.make_dataclass(
+        name, [("agent", method, field(default_factory=method))], bases=(MCMCRunConfig,), frozen=True
+    )
 
 
-@dataclass(frozen=True)
-class MALARunConfig(MCMCRunConfig):
-    agent: MALAChainConfig = field(default_factory=MALAChainConfig)
-
-
-def _smc_metrics(target: Target, config: SMCRunConfig, generator: torch.Generator) -> tuple[dict, torch.Tensor]:
-    out = smc(target, config.agent, generator)
-    log_z = float(out.log_z)
-    idx = resample(out.log_w, config.eval_samples, config.agent.resampling, generator)
-    result = {
-        "log_z": log_z,
-        "log_z_rw": log_z,
-        "delta_log_z": None if target.log_Z is None else abs(target.log_Z - log_z),
-        "delta_log_z_rw": None if target.log_Z is None else abs(target.log_Z - log_z),
-        "eubo": None,
-        "ess": float(out.ess[-1]),
-        "acceptance_rate": float(out.acceptance.mean()),
-        "final_step_size": float(out.step_size[-1]),
-        "resampling_events": int(out.resampled.sum()),
-        "min_ess": float(out.ess.min()),
-    }
-    return result, out.x[idx]
-
-
-def _mala_metrics(target: Target, config: MALARunConfig, generator: torch.Generator) -> tuple[dict, torch.Tensor]:
-    out = mala_chains(target, config.agent, generator)
-    burn_in = config.agent.burn_in_steps
-    result = dict.fromkeys(("log_z", "log_z_rw", "delta_log_z", "delta_log_z_rw", "eubo", "ess"))
-    result["acceptance_rate"] = float(out.acceptance[burn_in:].mean())
-    result["final_step_size"] = float(out.step_size)
-    return result, out.samples[-1, : config.eval_samples]
+SMCRunConfig, MALARunConfig = run_config_type(SMCConfig), run_config_type(MALAChainConfig)
 
 
 class MCMCRunner(Runner):
-    """The runner of one MCMC baseline: ``budget_field`` of the agent config takes the budget."""
+    """The runner of one MCMC method (an ``MCMCMethod`` config class): its ``budget_field`` takes the budget."""
 
-    def __init__(self, config_type: type, budget_field: str, sampler):
-        self.config_type, self.budget_path, self._sampler = config_type, ("agent", budget_field), sampler
+    def __init__(self, method: type[MCMCMethod]):
+        self.config_type, self.budget_path = run_config_type(method), ("agent", method.budget_field)
+
+    @staticmethod
+    def _sampler(target, config, generator) -> tuple[dict, torch.Tensor]:
+        return config.agent.sample(target, generator, config.eval_samples)
 
     def run(self, config, run_dir: str | os.PathLike | None, progress: bool = False) -> dict:
         """Sample, evaluate, write ``config.json`` and ``metrics.json``; ``progress`` is unused (no long loop)."""
@@ -181,5 +160,4 @@ class MCMCRunner(Runner):
         return out, x
 
 
-SMC_RUNNER = MCMCRunner(SMCRunConfig, "temperatures", _smc_metrics)
-MALA_RUNNER = MCMCRunner(MALARunConfig, "steps", _mala_metrics)
+RUNNERS = {method: MCMCRunner(method) for method in MCMC_METHODS}
