@@ -18,6 +18,8 @@ same code paths with ``condition = None``.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from diffsampler.envs import engine, process
@@ -174,10 +176,10 @@ class EpisodeBatch:
         condition: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"the number of episodes must be a positive integer, got {n!r}")
         self.mdp = mdp
-        self.n = n
+        self.n = n = int(n)
         self.generator = generator
         self.x = mdp.initial_positions(n, generator)
         self.k = torch.zeros(n, dtype=torch.long, device=mdp.device)
@@ -195,6 +197,12 @@ class EpisodeBatch:
         condition = self.mdp.target.check_condition(torch.as_tensor(condition))
         if tuple(condition.shape) != (rows, self.mdp.cond_dim):
             raise ValueError(f"conditions must have shape ({rows}, {self.mdp.cond_dim}), got {tuple(condition.shape)}")
+        bounds = self.mdp.target.condition_bounds
+        if bounds is not None and not bool(((condition >= bounds[0]) & (condition <= bounds[1])).all()):
+            worst = condition[(condition < bounds[0]) | (condition > bounds[1])][0]
+            raise ValueError(
+                f"conditions of {self.mdp.target!r} must lie in {list(bounds)} (condition_bounds), got {float(worst)}"
+            )
         condition = condition.to(device=self.condition.device, dtype=self.condition.dtype)
         if mask is None:
             self.condition.copy_(condition)
