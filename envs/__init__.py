@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import gymnasium
 
+from diffsampler.envs.mdp_args import FACE_KWARGS, build_mdp
 from diffsampler.envs.sampler_mdp import DiffusionMDP
 from diffsampler.envs.targets import CONDITIONAL_TARGETS, TARGETS, Target, make_target
+from diffsampler.registration import CUSTOM_ENV_ID, register_env
 
 # Gymnasium id suffix -> registered target name.
 ENV_TARGETS = {
@@ -37,36 +39,22 @@ CONDITIONAL_ENV_IDS = [f"DiffSampler-{n}-v0" for n, t in ENV_TARGETS.items() if 
 UNCONDITIONAL_ENV_IDS = [i for i in ENV_IDS if i not in CONDITIONAL_ENV_IDS]
 
 for _name, _target in ENV_TARGETS.items():
-    _id = f"DiffSampler-{_name}-v0"
-    if _id not in gymnasium.registry:
-        gymnasium.register(
-            id=_id,
-            entry_point="diffsampler.envs.gym_env:DiffSamplerEnv",
-            vector_entry_point="diffsampler.envs.gym_env:DiffSamplerVectorEnv",
-            kwargs={"target": _target},
-            disable_env_checker=False,
-        )
-
-_MDP_KWARGS = ("num_steps", "t_scale", "reward_mode", "device", "reference", "reference_kwargs")
+    register_env(f"DiffSampler-{_name}-v0", _target)
+register_env(CUSTOM_ENV_ID)  # a user-defined energy: target="package.module:attr" or "path/to/file.py:attr"
 
 
 def make_mdp(env_id: str, **kwargs) -> DiffusionMDP:
     """The torch MDP core behind a registered env id, with the same keyword arguments as ``make``.
 
-    Agents roll out through this core directly; ``action_bound`` (a Gymnasium-face option) is ignored.
+    Agents roll out through this core directly; the Gymnasium faces' own options (``action_bound``,
+    ``backend``, ...: ``envs.mdp_args.FACE_KWARGS``) are ignored. ``target=`` may be an import path of a
+    user-defined energy (``"package.module:attr"``, ``"path/to/file.py:attr"``; see ``envs.targets.user``).
     """
-    env_id = env_id.removeprefix("diffsampler.envs:")
-    if env_id not in gymnasium.registry or env_id not in ENV_IDS:
-        raise ValueError(f"unknown env id {env_id!r}; registered: {ENV_IDS}")
-    merged = {**gymnasium.spec(env_id).kwargs, **kwargs}
-    merged.pop("action_bound", None)
-    mdp_kwargs = {k: merged.pop(k) for k in _MDP_KWARGS if k in merged}
-    target = merged.pop("target")
-    if not isinstance(target, Target):
-        target = make_target(target, **merged)
-    elif merged:
-        raise ValueError(f"target keyword arguments {merged!r} given with a Target instance")
-    return DiffusionMDP(target, **mdp_kwargs)
+    env_id = env_id.removeprefix("diffsampler.envs:").removeprefix("diffsampler:")
+    if env_id not in gymnasium.registry or env_id not in (*ENV_IDS, CUSTOM_ENV_ID):
+        raise ValueError(f"unknown env id {env_id!r}; registered: {[*ENV_IDS, CUSTOM_ENV_ID]}")
+    merged = {k: v for k, v in {**gymnasium.spec(env_id).kwargs, **kwargs}.items() if k not in FACE_KWARGS}
+    return build_mdp(**merged)
 
 
-__all__ = ["DiffusionMDP", "ENV_IDS", "ENV_TARGETS", "TARGETS", "Target", "make_mdp", "make_target"]
+__all__ = ["CUSTOM_ENV_ID", "DiffusionMDP", "ENV_IDS", "ENV_TARGETS", "TARGETS", "Target", "make_mdp", "make_target"]
