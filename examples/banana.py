@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from diffsampler.envs.targets import Target
 
 

@@ -14,10 +14,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from diffsampler.envs.gym_env import DiffSamplerEnv, DiffSamplerVectorEnv, default_action_bound
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from diffsampler import envs
+from diffsampler.envs.gym_env import DiffSamplerEnv, DiffSamplerVectorEnv, default_action_bound
 from diffsampler.registration import BUILTIN_ENV_TARGETS
 
 T = 3

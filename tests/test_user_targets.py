@@ -10,10 +10,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from diffsampler.envs.targets import Target
-from diffsampler.envs.targets.user import FunctionTarget, load_target, resolve_target
 
 from diffsampler import envs
+from diffsampler.envs.targets import Target
+from diffsampler.envs.targets.user import FunctionTarget, load_target, resolve_target
 
 ROOT = Path(__file__).resolve().parents[1]
 BANANA_FILE = ROOT / "examples" / "banana.py"

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from diffsampler.envs.targets import TARGETS, Target, make_target
 from diffsampler.envs.targets.base import check_dim
 
