@@ -4,7 +4,7 @@ Importing this package registers ``DiffSampler-<Target>-v0`` for every entry of 
 
     import gymnasium, envs
     env = gymnasium.make("DiffSampler-Manywell-v0", dim=64)
-    vec = gymnasium.make_vec("DiffSampler-GMM25-v0", num_envs=300)  # native torch vector env
+    vec = gymnasium.make_vec("DiffSampler-GMM25-v0", num_envs=300)  # numpy; backend="torch" for tensors
     vae = gymnasium.make("DiffSampler-VAE-v0", data_path="../shared/data")  # conditional: obs [z, t, image]
     env = gymnasium.make("DiffSampler-Funnel-v0", reference="vp")  # VP (Ornstein-Uhlenbeck) reference
 """

@@ -42,7 +42,7 @@ from diffsampler.envs.gym_vector import DiffSamplerVectorEnv
 from diffsampler.envs.mdp_args import build_mdp
 from diffsampler.envs.targets import Target
 
-_check_action_values = check_action_values  # the name the RL adapters import
+_check_action_values = check_action_values  # the old private name, for code that still imports it from here
 
 
 class DiffSamplerEnv(EpisodeLengthSpec, gym.Env):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numbers
 
+import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
@@ -150,6 +151,7 @@ class DiffSamplerVectorEnv(EpisodeLengthSpec, VectorEnv):
     def render(self):
         """An ``(H, W, 3)`` uint8 image of every episode's particle over the density (None without a render mode)."""
         if self._renderer is None:
+            gym.logger.warn("render() called on a DiffSamplerVectorEnv made with render_mode=None")
             return None
         t = float(self.episodes.k.float().mean()) * self.mdp.dt
         condition = None if self.episodes.condition is None else self.episodes.condition[0]
