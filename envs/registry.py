@@ -76,6 +76,13 @@ SHORT_NAMES: dict[str, tuple[str, dict]] = {
 }
 
 
+def is_conditional_env(env_id: str) -> bool:
+    """Whether a registered id's target is conditional (False for ``DiffSampler-Custom-v0``, whose target
+    the user gives: a conditional one is found when the env is built)."""
+    env_id = env_id.removeprefix("diffsampler.envs:").removeprefix("diffsampler:")
+    return env_id in CONDITIONAL_ENV_IDS
+
+
 def spec_of_env(env_id: str) -> TargetSpec:
     """The registry entry behind a ``DiffSampler-*-v0`` id; a ValueError listing the ids otherwise."""
     for spec in REGISTRY.values():

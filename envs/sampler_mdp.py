@@ -18,6 +18,8 @@ same code paths with ``condition = None``.
 
 from __future__ import annotations
 
+import numbers
+
 import gymnasium
 import torch
 
@@ -176,10 +178,10 @@ class EpisodeBatch:
         condition: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"the number of episodes must be a positive integer, got {n!r}")
         self.mdp = mdp
-        self.n = n
+        self.n = n = int(n)
         self.generator = generator
         self.x = mdp.initial_positions(n, generator)
         self.k = torch.zeros(n, dtype=torch.long, device=mdp.device)
@@ -197,6 +199,12 @@ class EpisodeBatch:
         condition = self.mdp.target.check_condition(torch.as_tensor(condition))
         if tuple(condition.shape) != (rows, self.mdp.cond_dim):
             raise ValueError(f"conditions must have shape ({rows}, {self.mdp.cond_dim}), got {tuple(condition.shape)}")
+        bounds = self.mdp.target.condition_bounds
+        if bounds is not None and not bool(((condition >= bounds[0]) & (condition <= bounds[1])).all()):
+            worst = condition[(condition < bounds[0]) | (condition > bounds[1])][0]
+            raise ValueError(
+                f"conditions of {self.mdp.target!r} must lie in {list(bounds)} (condition_bounds), got {float(worst)}"
+            )
         condition = condition.to(device=self.condition.device, dtype=self.condition.dtype)
         if mask is None:
             self.condition.copy_(condition)
@@ -263,23 +271,18 @@ class EpisodeBatch:
         return x_next
 
 
-_MDP_KWARGS = ("num_steps", "t_scale", "reward_mode", "device", "reference", "reference_kwargs")
-
-
 def make_mdp(env_id: str, **kwargs) -> DiffusionMDP:
     """The torch MDP core behind a registered env id, with the same keyword arguments as ``make``.
 
-    Agents roll out through this core directly; ``action_bound`` (a Gymnasium-face option) is ignored.
+    Agents roll out through this core directly; the Gymnasium faces' own options (``action_bound``,
+    ``backend``, ...: ``envs.mdp_args.FACE_KWARGS``) are ignored. ``target=`` may be an import path of a
+    user-defined energy (``"package.module:attr"``, ``"path/to/file.py:attr"``; see ``envs.targets.user``).
     """
-    env_id = env_id.removeprefix("diffsampler.envs:")
-    if env_id not in gymnasium.registry or env_id not in ENV_IDS:
-        raise ValueError(f"unknown env id {env_id!r}; registered: {ENV_IDS}")
-    merged = {**gymnasium.spec(env_id).kwargs, **kwargs}
-    merged.pop("action_bound", None)
-    mdp_kwargs = {k: merged.pop(k) for k in _MDP_KWARGS if k in merged}
-    target = merged.pop("target")
-    if not isinstance(target, Target):
-        target = make_target(target, **merged)
-    elif merged:
-        raise ValueError(f"target keyword arguments {merged!r} given with a Target instance")
-    return DiffusionMDP(target, **mdp_kwargs)
+    from diffsampler.envs.mdp_args import FACE_KWARGS, build_mdp  # mdp_args builds on this module
+    from diffsampler.registration import CUSTOM_ENV_ID
+
+    env_id = env_id.removeprefix("diffsampler.envs:").removeprefix("diffsampler:")
+    if env_id not in gymnasium.registry or env_id not in (*ENV_IDS, CUSTOM_ENV_ID):
+        raise ValueError(f"unknown env id {env_id!r}; registered: {[*ENV_IDS, CUSTOM_ENV_ID]}")
+    merged = {k: v for k, v in {**gymnasium.spec(env_id).kwargs, **kwargs}.items() if k not in FACE_KWARGS}
+    return build_mdp(**merged)

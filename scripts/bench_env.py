@@ -77,7 +77,7 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     mdp = envs.make_mdp(args.env, num_steps=args.num_steps, device=device)
     batch = mdp.new_batch(args.num_envs)
-    vec = gym.make_vec(args.env, num_envs=args.num_envs, num_steps=args.num_steps, device=device)
+    vec = gym.make_vec(args.env, num_envs=args.num_envs, num_steps=args.num_steps, device=device, backend="torch")
     gen = torch.Generator(device=device).manual_seed(0)
 
     print(

@@ -106,7 +106,7 @@ def test_vae_env_reset_draws_or_takes_conditions():
 
 
 def test_vae_vector_env_draws_new_conditions_on_autoreset():
-    vec = gym.make_vec("DiffSampler-VAE-v0", num_envs=5, num_steps=T)
+    vec = gym.make_vec("DiffSampler-VAE-v0", num_envs=5, num_steps=T, backend="torch")
     env = vec.unwrapped
     d = env.mdp.dim
     obs, info = vec.reset(seed=0)

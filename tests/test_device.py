@@ -72,7 +72,7 @@ def test_vector_env_steps_on_device(device):
 
     from diffsampler import envs  # noqa: F401  (registers the ids)
 
-    env = gymnasium.make_vec("DiffSampler-Manywell-v0", num_envs=3, device=device, dim=4, num_steps=3)
+    env = gymnasium.make_vec("DiffSampler-Manywell-v0", num_envs=3, device=device, dim=4, num_steps=3, backend="torch")
     obs, _ = env.reset(seed=0)
     assert obs.device.type == device
     for _ in range(3):

@@ -124,7 +124,7 @@ def test_single_env_survives_arbitrary_actions(target, kwargs, bound, data):
 @given(data=st.data())
 def test_vector_env_survives_arbitrary_actions(target, kwargs, data):
     """Three envs stepped together; the NEXT_STEP autoreset ignores the actions of envs being reset."""
-    vec = DiffSamplerVectorEnv(3, target, num_steps=T, action_bound=BOUND, **kwargs)
+    vec = DiffSamplerVectorEnv(3, target, num_steps=T, action_bound=BOUND, backend="torch", **kwargs)
     d = vec.mdp.dim
     vec.reset()
     x, k = np.zeros((3, d), np.float32), 0

@@ -31,10 +31,10 @@ def test_gymnasium_env_checker(env_id):
 
 @pytest.mark.parametrize("env_id", envs.ENV_IDS)
 def test_sb3_env_checker_with_bounded_actions(env_id):
+    env = gym.make(env_id)  # the default action Box: 10 reference standard deviations of a step
     bound = default_action_bound(envs.make_mdp(env_id))
-    env = gym.make(env_id, action_bound=bound)
     assert env.action_space.high[0] == pytest.approx(bound)
-    assert bound == pytest.approx(5 * math.sqrt(env.unwrapped.mdp.t_scale / 100))
+    assert bound == pytest.approx(10 * math.sqrt(env.unwrapped.mdp.t_scale / 100))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(infinity|symmetric and normalized).*")
         sb3_check_env(env, warn=True)
@@ -42,7 +42,7 @@ def test_sb3_env_checker_with_bounded_actions(env_id):
 
 @pytest.mark.parametrize("env_id", envs.UNCONDITIONAL_ENV_IDS)
 def test_make_vec_is_the_native_vector_env(env_id):
-    vec = gym.make_vec(env_id, num_envs=300)
+    vec = gym.make_vec(env_id, num_envs=300, backend="torch")
     assert isinstance(vec.unwrapped, DiffSamplerVectorEnv)
     d = vec.unwrapped.mdp.dim
     assert vec.single_observation_space.shape == (d + 1,) and vec.single_action_space.shape == (d,)
@@ -108,7 +108,7 @@ def test_episode_terminates_at_step_t_with_terminal_reward(env_id):
 @pytest.mark.parametrize("reward_mode", ["terminal", "soft_rl"])
 @pytest.mark.parametrize("env_id", envs.UNCONDITIONAL_ENV_IDS)
 def test_single_and_vector_env_agree(env_id, reward_mode):
-    vec = gym.make_vec(env_id, num_envs=3, num_steps=T, reward_mode=reward_mode)
+    vec = gym.make_vec(env_id, num_envs=3, num_steps=T, reward_mode=reward_mode, backend="torch")
     inc = random_increments(env_id, 3, vec.unwrapped.mdp.t_scale, seed=2)
     vec.reset()
     vec_rewards, vec_obs = [], []
@@ -126,7 +126,7 @@ def test_single_and_vector_env_agree(env_id, reward_mode):
 
 
 def test_vector_next_step_autoreset():
-    vec = gym.make_vec("DiffSampler-Gaussian-v0", num_envs=4, num_steps=3)
+    vec = gym.make_vec("DiffSampler-Gaussian-v0", num_envs=4, num_steps=3, backend="torch")
     assert vec.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
     vec.reset()
     a = torch.full((4, 2), 0.5)
@@ -149,7 +149,9 @@ def test_vector_next_step_autoreset():
 
 
 def test_vector_same_step_autoreset():
-    vec = gym.make_vec("DiffSampler-Gaussian-v0", num_envs=2, num_steps=3, autoreset_mode=AutoresetMode.SAME_STEP)
+    vec = gym.make_vec(
+        "DiffSampler-Gaussian-v0", num_envs=2, num_steps=3, autoreset_mode=AutoresetMode.SAME_STEP, backend="torch"
+    )
     assert vec.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
     vec.reset()
     a = torch.tensor([[0.5, 0.0], [0.0, -1.0]])
@@ -193,7 +195,7 @@ def test_single_env_rejects_bad_actions(action, error, match):
 
 @pytest.mark.parametrize("action, error, match", BAD_ACTIONS)
 def test_vector_env_rejects_bad_actions(action, error, match):
-    vec = DiffSamplerVectorEnv(3, "gaussian", num_steps=T, action_bound=0.5)
+    vec = DiffSamplerVectorEnv(3, "gaussian", num_steps=T, action_bound=0.5, backend="torch")
     vec.reset()
     batch = np.stack([np.zeros_like(action)] * 2 + [action]) if action.shape == (2,) else action
     with pytest.raises(error, match=match):
@@ -206,12 +208,12 @@ def test_vector_env_rejects_bad_actions(action, error, match):
 
 
 def test_state_overflow_is_rejected():
-    env = DiffSamplerEnv("gaussian", num_steps=T)
+    env = DiffSamplerEnv("gaussian", num_steps=T, action_bound=None)
     env.reset()
     env.step(np.full(2, 3e38, np.float32))
     with pytest.raises(ValueError, match="overflows"):
         env.step(np.full(2, 3e38, np.float32))
-    vec = DiffSamplerVectorEnv(2, "gaussian", num_steps=T)
+    vec = DiffSamplerVectorEnv(2, "gaussian", num_steps=T, action_bound=None)
     vec.reset()
     vec.step(np.full((2, 2), 3e38, np.float32))
     with pytest.raises(ValueError, match="episode 0"):

@@ -88,8 +88,9 @@ def test_gymnasium_env_checker_on_vp(env_id):
 def test_sb3_env_checker_on_vp_with_bounded_actions():
     mdp = envs.make_mdp("DiffSampler-GMM25-v0", reference="vp")
     bound = default_action_bound(mdp)
-    assert bound == pytest.approx(5 * math.sqrt(float(mdp.reference.var.max())))
-    env = gym.make("DiffSampler-GMM25-v0", reference="vp", action_bound=bound)
+    assert bound == pytest.approx(10 * math.sqrt(float(mdp.reference.var.max())))  # the default: 10 std
+    env = gym.make("DiffSampler-GMM25-v0", reference="vp")
+    assert env.action_space.high[0] == pytest.approx(bound)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(infinity|symmetric and normalized).*")
         sb3_check_env(env, warn=True)
@@ -111,7 +112,7 @@ def test_single_env_reset_is_random_and_seeded():
 
 
 def test_vector_env_on_vp_seeds_resets_and_autoresets():
-    vec = gym.make_vec("DiffSampler-Funnel-v0", num_envs=64, reference="vp", num_steps=T)
+    vec = gym.make_vec("DiffSampler-Funnel-v0", num_envs=64, reference="vp", num_steps=T, backend="torch")
     assert isinstance(vec.unwrapped, DiffSamplerVectorEnv) and vec.unwrapped.mdp.reference.name == "vp"
     obs, _ = vec.reset(seed=0)
     assert torch.equal(obs, vec.reset(seed=0)[0]) and not torch.equal(obs, vec.reset(seed=1)[0])

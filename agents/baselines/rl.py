@@ -22,7 +22,7 @@ from diffsampler.agents.baselines.rl_eval import evaluate_policy
 from diffsampler.agents.config import to_dict
 from diffsampler.agents.runner import RunDirectory, Runner, final_metrics, setup_runtime
 from diffsampler.envs.gym_env import default_action_bound
-from diffsampler.envs.registry import spec_of_env
+from diffsampler.envs.registry import is_conditional_env
 from diffsampler.envs.targets.base import EvaluationCounter
 
 # algorithm name -> "module:class" with build / learn / head / save (and the module's make_env).
@@ -76,7 +76,7 @@ class RLRunner(Runner):
     def build(self, spec, preset) -> RLRunConfig:
         """As every runner's, but an RL baseline on a conditional target is refused here, before training:
         the library agents see one observation space and our evaluation has no per-condition path for them."""
-        if spec_of_env(spec.env_id.removeprefix("diffsampler.envs:")).conditional:
+        if is_conditional_env(spec.env_id):
             raise ValueError(
                 f"{spec.preset!r} cannot run on {spec.env_id}: its target is conditional (a condition per "
                 "episode), which the RL baselines do not support; use a GFlowNet preset (e.g. vargrad-expl-lp)"

@@ -1,8 +1,8 @@
 """Batched faces of the diffusion MDP for RL libraries: an SB3 ``VecEnv`` and a Tianshou ``BaseVectorEnv``.
 
-Both step all episodes as one torch batch (``envs.gym_env.DiffSamplerVectorEnv`` and its
-``EpisodeBatch``), never one Python env per sample, and speak numpy at their boundary as the libraries
-expect. ``make_sb3_vec_env`` / ``make_tianshou_vec_env`` build them from a registered env id::
+Both step all episodes as one torch batch (``envs.gym_vector.DiffSamplerVectorEnv`` with
+``backend="torch"``, and its ``EpisodeBatch``), never one Python env per sample, and speak numpy at their
+boundary as the libraries expect. ``make_sb3_vec_env`` / ``make_tianshou_vec_env`` build them from a registered env id::
 
     venv = make_sb3_vec_env("DiffSampler-GMM25-v0", 300, reward_mode="soft_rl", action_bound=2.2)
     model = stable_baselines3.SAC("MlpPolicy", venv, gamma=1.0, ent_coef=1.0)
@@ -22,7 +22,8 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 from tianshou.env import BaseVectorEnv
 
 from diffsampler.agents.baselines.rl_shaping import PotentialShaping, ReferenceShapingWrapper
-from diffsampler.envs.gym_env import DiffSamplerVectorEnv, _check_action_values
+from diffsampler.envs.gym_spaces import check_action_values
+from diffsampler.envs.gym_vector import DiffSamplerVectorEnv
 
 _SINGLE_SPACES = {"observation_space": "single_observation_space", "action_space": "single_action_space"}
 
@@ -32,6 +33,11 @@ def _native(venv) -> DiffSamplerVectorEnv:
     if not isinstance(inner, DiffSamplerVectorEnv):
         raise TypeError(f"expected a DiffSamplerVectorEnv (gymnasium.make_vec of a DiffSampler id), got {type(venv)}")
     return inner
+
+
+def _require_torch_backend(venv: DiffSamplerVectorEnv) -> None:
+    if venv.backend != "torch":
+        raise ValueError(f"the adapters step the torch batch: make the env with backend='torch', got {venv.backend!r}")
 
 
 def _env_attr(venv: DiffSamplerVectorEnv, name: str) -> Any:
@@ -54,6 +60,7 @@ class SB3VecEnv(VecEnv):
         mode = self.venv.metadata["autoreset_mode"]
         if mode != AutoresetMode.SAME_STEP:
             raise ValueError(f"SB3VecEnv needs autoreset_mode SAME_STEP, got {mode}")
+        _require_torch_backend(self.venv)
         self._actions: np.ndarray | None = None
         self.shaping = PotentialShaping(self.venv.num_envs, self.venv.mdp, self.venv.device) if shaping else None
         super().__init__(self.venv.num_envs, self.venv.single_observation_space, self.venv.single_action_space)
@@ -124,6 +131,7 @@ class TianshouVectorEnv(BaseVectorEnv):
 
     def __init__(self, venv: DiffSamplerVectorEnv, shaping: bool = False):
         self.venv = _native(venv)
+        _require_torch_backend(self.venv)
         self.shaping = PotentialShaping(self.venv.num_envs, self.venv.mdp, self.venv.device) if shaping else None
         self.env_num = self.venv.num_envs
         self.wait_num = self.env_num
@@ -195,7 +203,7 @@ class TianshouVectorEnv(BaseVectorEnv):
         full = torch.zeros_like(self.episodes.x)
         full[rows] = act
         active = self._mask(ids)
-        _check_action_values(full, self.venv.action_bound, active)
+        check_action_values(full, self.venv.action_bound, active)
         reward, terminated = self.episodes.step(self.episodes.x + full, active)
         obs, reward, terminated = self.episodes.observe()[rows], reward[rows], terminated[rows]
         if self.shaping is not None:
@@ -218,7 +226,8 @@ class TianshouVectorEnv(BaseVectorEnv):
 
 
 def _make_native(env_id: str, n_envs: int, autoreset: AutoresetMode, **env_kwargs) -> DiffSamplerVectorEnv:
-    return _native(gymnasium.make_vec(env_id, num_envs=n_envs, autoreset_mode=autoreset, **env_kwargs))
+    venv = gymnasium.make_vec(env_id, num_envs=n_envs, autoreset_mode=autoreset, backend="torch", **env_kwargs)
+    return _native(venv)
 
 
 def make_sb3_vec_env(env_id: str, n_envs: int, shaping: bool = False, **env_kwargs) -> SB3VecEnv:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 
@@ -29,6 +31,15 @@ class Target:
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no exact sampler")
 
+    @classmethod
+    def from_function(cls, log_prob, dim: int, **kwargs) -> Target:
+        """A target from a plain log-density ``log_prob(x: (B, d)) -> (B,)`` (torch, differentiable): a
+        ``FunctionTarget`` (``envs.targets.user``; keywords ``log_Z``, ``sample``, ``t_scale``,
+        ``plot_bounds``, ``name``), validated by one probe call."""
+        from diffsampler.envs.targets.user import FunctionTarget
+
+        return FunctionTarget(log_prob, dim, **kwargs)
+
     @property
     def has_sampler(self) -> bool:
         return type(self).sample is not Target.sample
@@ -38,12 +49,13 @@ class Target:
 
 
 def check_dim(dim, *, even: bool = False, name: str = "dim") -> int:
-    """Validate a dimension argument, raising a ValueError that names the bad value."""
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+    """Validate a dimension argument (a Python or numpy integer), raising a ValueError that names the bad
+    value; returns it as a Python int."""
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
         raise ValueError(f"{name} must be a positive integer, got {dim!r}")
     if even and dim % 2:
         raise ValueError(f"{name} must be even (pairs of coordinates), got {dim!r}")
-    return dim
+    return int(dim)
 
 
 def like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
