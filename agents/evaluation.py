@@ -3,6 +3,7 @@
 ``evaluate_kernel`` scores any forward kernel of the trajectory engine (the GFlowNet policy, the RL
 policy heads): ``n`` forward trajectories, and, where the target has an exact sampler, as many exact
 samples and their backward trajectories (for the EUBO). ``sample_metrics`` scores bare samples (MCMC).
+``evaluate_agent`` is a GFlowNet agent's evaluation during and after training (with a figure);
 ``repeat_summary`` turns K independent evaluations into mean, std and values per metric.
 """
 
@@ -49,6 +50,45 @@ def evaluate_kernel(mdp, kernel, n: int, generator: torch.Generator, cpu_generat
         paths = mdp.rollout_backward(exact, generator, backward=backward, score_clip=kernel.score_clip)
         log_w_bwd = mdp.score(kernel, paths, backward).log_weight
     return Evaluation(forward, exact, log_w_bwd)
+
+
+@torch.no_grad()
+def evaluate_agent(agent, config, iteration: int, n: int | None = None, repeat: int = 0, figures=None):
+    """``(metrics, samples)`` of a GFlowNet agent trained with ``config`` (a ``TrainConfig``), at
+    ``iteration``: ``n`` (default ``eval_samples``) on-policy trajectories and as many exact samples, or
+    per-condition metrics on a conditional target (``agents.conditional``; samples None). Generators are
+    seeded from (seed, iteration, repeat). ``figures``: a ``RunDirectory`` to draw the samples into."""
+    from diffsampler.agents import conditional
+
+    n = n or config.eval_samples
+    target, mdp = agent.target, agent.mdp
+    eval_seed = config.seed * 1_000_003 + iteration + repeat * 7_919_000_003
+    gen = torch.Generator(config.device).manual_seed(eval_seed)
+    cpu_gen = torch.Generator().manual_seed(eval_seed)
+    path = None if figures is None else figures.figure_path(f"samples_{iteration:06d}.png")
+    title = f"{config.preset} on {config.env_id}, it {iteration}"
+    if agent.conditions is not None:
+        k = config.eval_per_condition or conditional.default_per_condition(n, len(target.eval_conditions))
+        result, x = conditional.evaluate_conditional(agent, k, gen)
+        if path is not None:
+            from diffsampler.agents.plotting import plot_conditional_samples
+
+            plot_conditional_samples(target, target.eval_conditions, x, path, title)
+        return result, None
+    ev = evaluate_kernel(mdp, agent.policy, n, gen, cpu_gen, agent.policy.backward)
+    result = ev.summary(target)
+    learned = agent.learned_log_z()
+    result["log_z_learned"] = None if learned is None else float(learned)
+    if path is not None:
+        from diffsampler.agents.plotting import plot_samples
+
+        sets = ({"exact": ev.exact[:1000]} if ev.exact is not None else {}) | {"model": ev.samples[:1000]}
+        source = agent.source
+        if getattr(source, "replay", None) is not None and len(source.replay) > 0:
+            use_ls = source.ls_buffer is not None and len(source.ls_buffer) > 0
+            sets["buffer"] = (source.ls_buffer if use_ls else source.replay).sample(1000, gen)[0]
+        plot_samples(target, sets, path, title)
+    return result, ev.samples
 
 
 def sample_metrics(x: torch.Tensor, target, generator: torch.Generator) -> tuple[dict, torch.Tensor | None]:

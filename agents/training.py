@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 import torch
 
 from diffsampler import envs
-from diffsampler.agents import conditional
 from diffsampler.agents.config import from_dict, to_dict
-from diffsampler.agents.evaluation import evaluate_kernel, repeat_summary
+from diffsampler.agents.evaluation import evaluate_agent, repeat_summary
 from diffsampler.agents.gflownet import GFlowNetAgent, GFlowNetConfig
 from diffsampler.agents.runner import RunDirectory, Runner, final_metrics, setup_runtime
 from diffsampler.envs.targets.base import EvaluationCounter
@@ -183,55 +182,15 @@ class Trainer:
 
     # --- evaluation ---------------------------------------------------------------------------------
 
-    def _figures(self, figure: bool | None) -> bool:
-        wanted = self.config.figures if figure is None else figure
-        return wanted and self.directory is not None and self.directory.writable
-
-    @torch.no_grad()
     def evaluate(self, n: int | None = None, figure: bool | None = None, repeat: int = 0) -> dict:
-        """Metrics of ``n`` on-policy trajectories (and exact samples, where the target has them).
-
-        Uses its own generator seeded from (seed, iteration, repeat), so evaluating never perturbs
-        training; ``repeat`` draws independent evaluation batches of the same model.
-        """
-        n = n or self.config.eval_samples
-        target = self.mdp.target
-        eval_seed = self.config.seed * 1_000_003 + self.iteration + repeat * 7_919_000_003
-        gen = torch.Generator(self.config.device).manual_seed(eval_seed)
-        cpu_gen = torch.Generator().manual_seed(eval_seed)
-        if self.agent.conditions is not None:
-            return self._evaluate_conditional(n, gen, figure)
-        policy = self.agent.policy
-        ev = evaluate_kernel(self.mdp, policy, n, gen, cpu_gen, policy.backward)
-        if repeat == 0:
-            self.last_samples = ev.samples
-        result = ev.summary(target)
-        learned = self.agent.learned_log_z()
-        result["log_z_learned"] = None if learned is None else float(learned)
-        if self._figures(figure):
-            from diffsampler.agents.plotting import plot_samples
-
-            x, exact = ev.samples, ev.exact
-            sets = ({"exact": exact[:1000]} if exact is not None else {}) | {"model": x[:1000]}
-            source = self.agent.source
-            if source is not None and getattr(source, "replay", None) is not None and len(source.replay) > 0:
-                use_ls = source.ls_buffer is not None and len(source.ls_buffer) > 0
-                sets["buffer"] = (source.ls_buffer if use_ls else source.replay).sample(1000, gen)[0]
-            path = self.directory.figure_path(f"samples_{self.iteration:06d}.png")
-            plot_samples(target, sets, path, f"{self.config.preset} on {self.config.env_id}, it {self.iteration}")
-        return result
-
-    def _evaluate_conditional(self, n: int, gen, figure: bool | None) -> dict:
-        """Per-condition metrics averaged over the evaluation conditions (``agents.conditional``)."""
-        target = self.mdp.target
-        k = self.config.eval_per_condition or conditional.default_per_condition(n, len(target.eval_conditions))
-        result, x = conditional.evaluate_conditional(self.agent, k, gen)
-        if self._figures(figure):
-            from diffsampler.agents.plotting import plot_conditional_samples
-
-            path = self.directory.figure_path(f"samples_{self.iteration:06d}.png")
-            title = f"{self.config.preset} on {self.config.env_id}, it {self.iteration}"
-            plot_conditional_samples(target, target.eval_conditions, x, path, title)
+        """Metrics of ``n`` on-policy trajectories (and exact samples, where the target has them), with a
+        figure in the run directory. Its own generators are seeded from (seed, iteration, repeat), so
+        evaluating never perturbs training; ``repeat`` draws independent batches of the same model."""
+        wanted = self.config.figures if figure is None else figure
+        figures = self.directory if wanted and self.directory is not None and self.directory.writable else None
+        result, samples = evaluate_agent(self.agent, self.config, self.iteration, n, repeat, figures)
+        if repeat == 0 and samples is not None:
+            self.last_samples = samples
         return result
 
     def evaluate_repeated(self, repeats: int) -> dict:
