@@ -1,4 +1,4 @@
-"""Tests of agents/sample_metrics.py against independent computations.
+"""Tests of agents/sample_metrics.py and agents/weight_metrics.py against independent computations.
 
 Fixed seeds; statistical tolerances are 4 standard errors of the quantity tested (estimated from the draws).
 """
@@ -11,6 +11,7 @@ import pytest
 import torch
 from diffsampler.agents import metrics as M
 from diffsampler.agents import sample_metrics as SM
+from diffsampler.agents import weight_metrics as WM
 from diffsampler.envs.targets import Gaussian, GaussianMixture, Manywell, StudentTMixture, gmm25
 from scipy.spatial.distance import pdist
 
@@ -209,3 +210,48 @@ def test_emc_manywell_sign_patterns():
     assert SM.emc(big, Manywell(512)) == pytest.approx(1 / 256)
     with pytest.raises(ValueError, match="EMC is defined"):
         SM.emc(torch.zeros(3, 2), Gaussian())
+
+
+# --- forward and reverse ESS --------------------------------------------------------------------
+def test_ess_of_exact_weights_is_one():
+    lw = torch.full((500,), -3.2, dtype=F64)  # log w = log Z everywhere: the model is exact
+    assert WM.reverse_ess(lw).item() == 1.0
+    assert WM.forward_ess(lw, -3.2).item() == pytest.approx(1.0) and WM.forward_ess(lw).item() == pytest.approx(1.0)
+
+
+def test_forward_ess_by_hand():
+    lw = torch.tensor([1.0, 2.0, 4.0], dtype=F64).log()
+    assert WM.forward_ess(lw, math.log(2.0)).item() == pytest.approx(2 / (7 / 3))  # Z / mean(w) = 6/7
+    assert WM.forward_ess(lw).item() == pytest.approx(1 / ((7 / 3) * (1.75 / 3)))  # 1/(mean w mean 1/w) = 36/49
+    assert WM.reverse_ess(lw).item() == pytest.approx(49 / (3 * 21))
+    assert WM.forward_ess(lw, 5.0).item() == 1.0  # Z / mean(w) > 1 is clipped
+    # A batch of problems reduces over the last dim.
+    batch = torch.stack([lw, lw + 1.0])
+    log_z = torch.tensor([math.log(2.0), 1 + math.log(2.0)], dtype=F64)
+    assert WM.forward_ess(batch, log_z).tolist() == pytest.approx([6 / 7, 6 / 7])
+
+
+def test_forward_ess_zero_weights_and_bad_values():
+    lw = torch.tensor([0.0, -float("inf")], dtype=F64)
+    assert WM.forward_ess(lw, math.log(0.25)).item() == pytest.approx(0.5)  # 0.25 / mean(1, 0)
+    assert WM.forward_ess(lw).item() == 0.0  # mean(1/w) is infinite
+    none = torch.full((4,), -float("inf"))
+    assert WM.forward_ess(none, 0.0).item() == 0.0 and WM.forward_ess(none).item() == 0.0
+    for bad, msg in ((float("nan"), "NaN"), (float("inf"), r"\+inf")):
+        with pytest.raises(ValueError, match=msg):
+            WM.forward_ess(torch.tensor([0.0, bad]))
+    with pytest.raises(ValueError, match="log_z"):
+        WM.forward_ess(torch.zeros(3), float("nan"))
+
+
+def test_forward_ess_matches_chi_square_closed_form():
+    # Target p = N(0, 1) with R = Z p, proposal q = N(0, s^2): E_p[p/q] = s / sqrt(2 - 1/s^2).
+    n, s, log_z = 20_000, 1.5, 0.7
+    x = randn(n, seed=23)
+    lw = log_z - 0.5 * x**2 + 0.5 * (x / s) ** 2 + math.log(s)
+    exact = math.sqrt(2 - 1 / s**2) / s  # 0.83
+    w = torch.exp(lw - log_z)
+    se_z = exact * float(w.std() / w.mean()) / math.sqrt(n)  # delta method for Z / mean(w)
+    assert abs(WM.forward_ess(lw, log_z).item() - exact) < 4 * se_z
+    se = exact * float((w / w.mean() + (1 / w) / (1 / w).mean()).std()) / math.sqrt(n)
+    assert abs(WM.forward_ess(lw).item() - exact) < 4 * se and se < 0.01
