@@ -255,3 +255,21 @@ def test_forward_ess_matches_chi_square_closed_form():
     assert abs(WM.forward_ess(lw, log_z).item() - exact) < 4 * se_z
     se = exact * float((w / w.mean() + (1 / w) / (1 / w).mean()).std()) / math.sqrt(n)
     assert abs(WM.forward_ess(lw).item() - exact) < 4 * se and se < 0.01
+
+
+# --- summarize ----------------------------------------------------------------------------------
+def test_summarize_new_keys():
+    t, g = gmm25(), gen(24)
+    lw, lwb = torch.randn(300, generator=g), 0.1 * torch.randn(300, generator=g)
+    x, ex = t.sample(300, g), t.sample(300, g)
+    s = M.summarize(lw, t.log_Z, x=x, exact=ex, log_w_backward=lwb, target=t)
+    assert {"sinkhorn", "mmd", "forward_ess", "reverse_ess", "emc", "modes_covered"} <= set(s)
+    assert s["sinkhorn"] == SM.sinkhorn(x, ex) and s["mmd"] == SM.mmd(x, ex) and s["emc"] == SM.emc(x, t)
+    assert s["reverse_ess"] == s["ess"] and s["forward_ess"] == pytest.approx(WM.forward_ess(lwb, 0.0).item())
+    bare = M.summarize(lw, None)
+    assert all(bare[k] is None for k in ("sinkhorn", "mmd", "forward_ess")) and "emc" not in bare
+    mw = Manywell(8)
+    s = M.summarize(lw, mw.log_Z, x=mw.sample(300, g), target=mw)
+    assert s["emc"] > 0.3 and s["sinkhorn"] is None
+    st = StudentTMixture(torch.zeros(2, 3), df=2)
+    assert M.summarize(lw, 0.0, target=st)["emc"] is None
