@@ -108,17 +108,19 @@ def sinkhorn(
     ``min_P <P, C> + eps KL(P | a x b)``. Debiased because ``OT_eps(x, x) > 0`` (the entropic blur): without it two
     copies of one sample are at a positive, eps-dependent distance, whereas ``S_eps >= 0`` vanishes exactly for
     equal inputs. The square root puts it on the scale of ``metrics.wasserstein2``; ``S_eps -> W2^2`` as eps -> 0
-    and tends to an energy-distance-like MMD as eps grows. Blessing et al. (2024) report the same divergence
-    (OTT's ``sinkhorn_divergence``, unrooted) at absolute eps = 1e-3 on an iteration cap.
+    and tends to an energy-distance-like MMD as eps grows. Blessing et al. (2024) report the same divergence,
+    unrooted, from OTT-JAX's ``sinkhorn_divergence`` with ``epsilon=1e-3`` and OTT's default solver settings.
 
     ``eps`` (absolute, in squared distance units) defaults to ``SINKHORN_EPS_REL`` times the mean squared
-    distance between the points of ``y``, ``2 tr Cov(y)``: a blur of a tenth of the reference's RMS spread, the
-    same for every model compared with one reference, and scale-equivariant (``sinkhorn(c x, c y) = c
-    sinkhorn(x, y)``). The cross term stops after ``max_iter`` iterations at the final eps (by default about a
-    second of CPU time at 2,000 x 2,000 on one thread); an unconverged cross term is a dual lower bound, so a capped
-    value errs low: against a converged run, by 2.4 % for two exact samples of 40GMM (d = 50), 0.5 % for 25GMM,
-    0.2 % for the Student-t mixture (d = 50) and less on Manywell-32 and for models that miss modes. Pass a
-    larger ``max_iter`` for a converged value (GMM40: about 1,000 iterations).
+    distance between the points of ``y``, ``2 tr Cov(y)``: a blur ``sqrt(eps)`` of a tenth of the RMS distance
+    between reference points, the same for every model compared with one reference, and scale-equivariant
+    (``sinkhorn(c x, c y) = c sinkhorn(x, y)``). ``tol`` bounds the L1 marginal violation of the cross plan (and
+    the change of the self-terms' log-potentials) at which the iterations stop early. The cross term stops after
+    ``max_iter`` iterations at the final eps (by default about a second of CPU time at 2,000 x 2,000 on one
+    thread); an unconverged cross term is a dual lower bound, so a capped value errs low: against a converged run,
+    by 2.4 % for two exact samples of 40GMM (d = 50), 0.5 % for 25GMM, 0.2 % for the Student-t mixture (d = 50)
+    and less on Manywell-32 and for models that miss modes. Pass a larger ``max_iter`` for a converged value
+    (40GMM: about 1,000 iterations).
     """
     x, y = _check_pair(x, y)
     if eps is None:
