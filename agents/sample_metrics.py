@@ -195,7 +195,7 @@ def mode_entropy(labels: torch.Tensor, n_modes: int) -> float:
     0 for samples in a single mode."""
     if isinstance(n_modes, bool) or not isinstance(n_modes, int) or n_modes < 2:
         raise ValueError(f"n_modes must be an integer >= 2, got {n_modes!r}")
-    if labels.dim() != 1 or labels.numel() == 0 or labels.dtype.is_floating_point:
+    if labels.dim() != 1 or labels.numel() == 0 or labels.dtype not in (torch.int32, torch.int64, torch.uint8):
         raise ValueError(f"labels must be a non-empty 1-D integer tensor, got {labels.dtype} {tuple(labels.shape)}")
     if int(labels.min()) < 0 or int(labels.max()) >= n_modes:
         raise ValueError(f"labels must lie in [0, {n_modes}), got [{int(labels.min())}, {int(labels.max())}]")
@@ -245,6 +245,8 @@ def emc(x: torch.Tensor, target) -> float:
     reach at most log N / log K (0.69 at N = 2,000, d = 32; 2,000 exact samples give 0.55): compare a model
     with exact samples of the same size, not with 1.
     """
+    if not torch.isfinite(x).all():
+        raise ValueError("EMC got non-finite sample coordinates")
     if isinstance(target, Manywell):
         labels, _ = manywell_mode_labels(x)
         log_k = (x.shape[1] // 2) * math.log(2.0)  # log K without forming 2^(d/2) as a float

@@ -168,6 +168,8 @@ def test_mode_entropy_uniform_single_and_hand_value():
         SM.mode_entropy(labels, 1)
     with pytest.raises(ValueError, match="labels"):
         SM.mode_entropy(labels, 2)
+    with pytest.raises(ValueError, match="labels"):
+        SM.mode_entropy(labels.double(), 4)
 
 
 def _component_argmax(x, components):
@@ -210,6 +212,8 @@ def test_emc_manywell_sign_patterns():
     assert SM.emc(big, Manywell(512)) == pytest.approx(1 / 256)
     with pytest.raises(ValueError, match="EMC is defined"):
         SM.emc(torch.zeros(3, 2), Gaussian())
+    with pytest.raises(ValueError, match="non-finite"):
+        SM.emc(torch.full((3, 4), float("nan")), t4)
 
 
 # --- forward and reverse ESS --------------------------------------------------------------------
