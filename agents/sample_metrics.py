@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from diffsampler.envs.targets import GaussianMixture, Manywell, StudentTMixture
 
 SINKHORN_EPS_REL = 1e-2  # default eps = SINKHORN_EPS_REL * mean squared distance between reference points

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from diffsampler.agents.metrics import _check_log_w, ess
 
 

@@ -9,11 +9,12 @@ import numpy as np
 import ot
 import pytest
 import torch
+from scipy.spatial.distance import pdist
+
 from diffsampler.agents import metrics as M
 from diffsampler.agents import sample_metrics as SM
 from diffsampler.agents import weight_metrics as WM
 from diffsampler.envs.targets import Gaussian, GaussianMixture, Manywell, StudentTMixture, gmm25
-from scipy.spatial.distance import pdist
 
 F64 = torch.float64
 
