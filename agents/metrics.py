@@ -16,10 +16,22 @@ import torch
 from scipy.special import chdtri
 
 from diffsampler.envs import engine
-from diffsampler.envs.targets import GaussianMixture, Manywell
+from diffsampler.envs.targets import GaussianMixture, Manywell, StudentTMixture
 
-# Keys present in every ``summarize`` result (target-specific keys are added for GMMs and Manywell).
-METRIC_KEYS = ("log_z", "log_z_rw", "delta_log_z", "delta_log_z_rw", "w2", "eubo", "ess")
+# Keys present in every ``summarize`` result (target-specific keys are added for the mixtures and Manywell).
+METRIC_KEYS = (
+    "log_z",
+    "log_z_rw",
+    "delta_log_z",
+    "delta_log_z_rw",
+    "w2",
+    "eubo",
+    "ess",
+    "sinkhorn",
+    "mmd",
+    "forward_ess",
+    "reverse_ess",
+)
 
 
 def _check_log_w(log_w: torch.Tensor, name: str = "log_w") -> torch.Tensor:
@@ -188,24 +200,38 @@ def summarize(
 
     Keys: ``METRIC_KEYS`` always; plus ``modes_covered`` for a ``GaussianMixture`` target (the std-based
     radius of ``mode_coverage``: 3 std in 2-D) and ``manywell_mode_error`` for a ``Manywell`` target
-    (needs ``x`` and ``exact``).
+    (needs ``x`` and ``exact``); plus ``emc`` (``sample_metrics.emc``, needs ``x``) for a ``GaussianMixture``,
+    ``StudentTMixture`` or ``Manywell`` target.
     ``log_w`` must be a single batch (B,) of forward log-weights; ``x`` the corresponding samples.
+    The benchmark-suite keys (Blessing et al. 2024): ``sinkhorn`` and ``mmd`` (``sample_metrics``, model ``x``
+    against ``exact``, defaults there), ``forward_ess`` (``weight_metrics.forward_ess`` of ``log_w_backward``, with
+    ``log_z_true`` when known) and ``reverse_ess`` (of ``log_w``, equal to ``ess``).
     """
+    # Imported here: weight_metrics builds on this module.
+    from diffsampler.agents import sample_metrics, weight_metrics
+
     if log_w.dim() != 1:
         raise ValueError(f"summarize expects log_w of shape (B,), got {tuple(log_w.shape)}")
     log_z, log_z_rw = float(elbo(log_w)), float(iw_log_z(log_w))
+    both = x is not None and exact is not None
+    fwd_ess = None if log_w_backward is None else weight_metrics.forward_ess(log_w_backward, log_z_true)
     out: dict[str, float | int | None] = {
         "log_z": log_z,
         "log_z_rw": log_z_rw,
         "delta_log_z": None if log_z_true is None else abs(log_z_true - log_z),
         "delta_log_z_rw": None if log_z_true is None else abs(log_z_true - log_z_rw),
-        "w2": wasserstein2(x, exact) if x is not None and exact is not None else None,
+        "w2": wasserstein2(x, exact) if both else None,
         "eubo": None if log_w_backward is None else float(eubo(log_w_backward)),
         "ess": float(ess(log_w)),
+        "sinkhorn": sample_metrics.sinkhorn(x, exact) if both else None,
+        "mmd": sample_metrics.mmd(x, exact) if both and min(x.shape[0], exact.shape[0]) >= 2 else None,
+        "forward_ess": None if fwd_ess is None else float(fwd_ess),
+        "reverse_ess": float(weight_metrics.reverse_ess(log_w)),
     }
     if isinstance(target, GaussianMixture):
         out["modes_covered"] = None if x is None else mode_coverage(x, target.means, std=math.sqrt(target.var))[0]
     elif isinstance(target, Manywell):
-        both = x is not None and exact is not None
         out["manywell_mode_error"] = manywell_mode_error(x, exact) if both else None
+    if isinstance(target, (GaussianMixture, StudentTMixture, Manywell)):
+        out["emc"] = None if x is None else sample_metrics.emc(x, target)
     return out

@@ -185,20 +185,20 @@ def test_summarize_keys_and_nones():
     g = gen(13)
     lw = torch.randn(200, generator=g)
     s = M.summarize(lw, None)
-    assert set(s) == set(M.METRIC_KEYS) and len(M.METRIC_KEYS) == 7
-    assert all(s[k] is None for k in ("delta_log_z", "delta_log_z_rw", "w2", "eubo"))
-    assert all(isinstance(s[k], float) for k in ("log_z", "log_z_rw", "ess"))
+    assert set(s) == set(M.METRIC_KEYS) and len(M.METRIC_KEYS) == 11
+    assert all(s[k] is None for k in ("delta_log_z", "delta_log_z_rw", "w2", "eubo", "sinkhorn", "mmd", "forward_ess"))
+    assert all(isinstance(s[k], float) for k in ("log_z", "log_z_rw", "ess", "reverse_ess"))
 
     t = gmm25()
     x, ex = t.sample(200, g), t.sample(200, g)
     s = M.summarize(lw, t.log_Z, x=x, exact=ex, log_w_backward=lw + 1, target=t)
-    assert set(s) == set(M.METRIC_KEYS) | {"modes_covered"}
+    assert set(s) == set(M.METRIC_KEYS) | {"modes_covered", "emc"}
     assert s["delta_log_z"] == pytest.approx(abs(s["log_z"])) and s["eubo"] == pytest.approx(s["log_z"] + 1)
     assert isinstance(s["modes_covered"], int) and s["modes_covered"] > 20 and isinstance(s["w2"], float)
     assert M.summarize(lw, 0.0, target=t)["modes_covered"] is None
 
     t = Manywell(8)
     s = M.summarize(lw, t.log_Z, x=t.sample(200, g), exact=t.sample(200, g), target=t)
-    assert set(s) == set(M.METRIC_KEYS) | {"manywell_mode_error"} and isinstance(s["manywell_mode_error"], float)
+    assert set(s) == set(M.METRIC_KEYS) | {"manywell_mode_error", "emc"} and isinstance(s["manywell_mode_error"], float)
     assert set(M.summarize(lw, 1.0, target=Gaussian())) == set(M.METRIC_KEYS)
     assert all(v is None or isinstance(v, (int, float)) for v in s.values())
