@@ -93,11 +93,12 @@ def evaluate_agent(agent, config, iteration: int, n: int | None = None, repeat: 
 
 def sample_metrics(x: torch.Tensor, target, generator: torch.Generator) -> tuple[dict, torch.Tensor | None]:
     """Sample metrics of bare samples ``x`` (no trajectory weights: the log-weight keys are left out):
-    W2 against as many exact samples, and the target-specific keys of ``metrics.summarize``; and the
-    exact samples (None without a sampler)."""
+    W2, Sinkhorn and MMD against as many exact samples, and the target-specific keys of
+    ``metrics.summarize``; and the exact samples (None without a sampler)."""
     exact = target.sample(x.shape[0], generator).to(x.device) if target.has_sampler else None
     flat = metrics.summarize(torch.zeros(x.shape[0], device=x.device), None, x, exact, None, target)
-    return {k: v for k, v in flat.items() if k == "w2" or k not in metrics.METRIC_KEYS}, exact
+    keep = ("w2", "sinkhorn", "mmd")  # sample metrics; the weight metrics have no meaning here
+    return {k: v for k, v in flat.items() if k in keep or k not in metrics.METRIC_KEYS}, exact
 
 
 def repeat_summary(runs: list[dict]) -> dict:
