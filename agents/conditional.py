@@ -25,7 +25,7 @@ CHUNK = 2000  # trajectories sampled at once (bounds the memory of the batched l
 
 
 @torch.no_grad()
-def sample_per_condition(agent, conditions: torch.Tensor, per_condition: int, generator=None):
+def sample_per_condition(agent, conditions: torch.Tensor, per_condition: int, generator=None, mdp=None):
     """Terminal states (M, K, d) and log-weights (M, K) of ``per_condition`` trajectories per condition."""
     if per_condition < 1:
         raise ValueError(f"trajectories per condition must be >= 1, got {per_condition!r}")
@@ -34,7 +34,7 @@ def sample_per_condition(agent, conditions: torch.Tensor, per_condition: int, ge
     xs, log_ws = [], []
     for start in range(0, m, rows_per_chunk):
         c = conditions[start : start + rows_per_chunk].repeat_interleave(per_condition, 0)
-        traj = agent.sample(c.shape[0], generator, condition=c)
+        traj = agent.sample(c.shape[0], generator, condition=c, mdp=mdp)
         xs.append(traj.terminal.view(-1, per_condition, agent.mdp.dim))
         log_ws.append(traj.log_weight.view(-1, per_condition))
     return torch.cat(xs), torch.cat(log_ws)
@@ -65,10 +65,11 @@ def default_per_condition(eval_samples: int, n_conditions: int) -> int:
 
 
 @torch.no_grad()
-def evaluate_conditional(agent, per_condition: int, generator=None) -> tuple[dict, torch.Tensor]:
-    """Metrics over the target's evaluation conditions, and the samples (M, K, d) for figures."""
+def evaluate_conditional(agent, per_condition: int, generator=None, mdp=None) -> tuple[dict, torch.Tensor]:
+    """Metrics over the target's evaluation conditions, and the samples (M, K, d) for figures (``mdp``: the
+    agent's MDP on another time grid)."""
     conditions = agent.target.eval_conditions.to(agent.mdp.device)
-    x, log_w = sample_per_condition(agent, conditions, per_condition, generator)
+    x, log_w = sample_per_condition(agent, conditions, per_condition, generator, mdp)
     result = summarize_conditional(log_w)
     learned = agent.learned_log_z(conditions)
     result["log_z_learned"] = None if learned is None else float(learned.mean())

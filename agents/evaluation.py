@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from diffsampler.agents import metrics
+from diffsampler.envs import process
 from diffsampler.envs.engine import Trajectories
 
 
@@ -62,6 +63,8 @@ def evaluate_agent(agent, config, iteration: int, n: int | None = None, repeat: 
 
     n = n or config.eval_samples
     target, mdp = agent.target, agent.mdp
+    if config.eval_steps is not None and config.eval_steps != mdp.num_steps:  # another T, uniform grid
+        mdp = mdp.with_grid(process.uniform_grid(config.eval_steps))
     eval_seed = config.seed * 1_000_003 + iteration + repeat * 7_919_000_003
     gen = torch.Generator(config.device).manual_seed(eval_seed)
     cpu_gen = torch.Generator().manual_seed(eval_seed)
@@ -69,7 +72,7 @@ def evaluate_agent(agent, config, iteration: int, n: int | None = None, repeat: 
     title = f"{config.preset} on {config.env_id}, it {iteration}"
     if agent.conditions is not None:
         k = config.eval_per_condition or conditional.default_per_condition(n, len(target.eval_conditions))
-        result, x = conditional.evaluate_conditional(agent, k, gen)
+        result, x = conditional.evaluate_conditional(agent, k, gen, mdp)
         if path is not None:
             from diffsampler.agents.plotting import plot_conditional_samples
 

@@ -24,6 +24,7 @@ from diffsampler.agents.objectives import OBJECTIVES
 from diffsampler.agents.policy import DiffusionPolicy, PolicyConfig, exploration_std_at
 from diffsampler.buffers.source import SOURCES, Batch, BufferConfig, Schedule
 from diffsampler.envs.engine import Paths, Trajectories
+from diffsampler.envs.process import TIME_GRIDS
 from diffsampler.envs.sampler_mdp import DiffusionMDP
 
 BACKWARD_SOURCES = (None, *SOURCES)
@@ -48,6 +49,10 @@ class GFlowNetConfig:
         condition_repeats: on a conditional target, trajectories per drawn condition in a batch (must
             divide ``batch_size``; >= 2 for VarGrad, whose log Z estimate is a per-condition mean).
         grad_clip: clip the global gradient norm to this value before each step (None: no clipping).
+        time_grid: the time grid of training batches, a key of ``envs.process.TIME_GRIDS``: "uniform"
+            (t_k = k / T), "random" (a fresh grid per batch, steps in ratio at most 10) or
+            "low-discrepancy" (the uniform grid shifted by a fresh U(-1/2, 1/2) / T per batch), as in the
+            paper's code (one grid per batch here, shared by its trajectories).
     """
 
     objective: str = "tb"
@@ -64,6 +69,7 @@ class GFlowNetConfig:
     buffer: BufferConfig = field(default_factory=BufferConfig)
     condition_repeats: int = 10
     grad_clip: float | None = None
+    time_grid: str = "uniform"
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -90,6 +96,8 @@ class GFlowNetConfig:
             raise ValueError("objective 'bwd-mle' needs a backward_source")
         if self.condition_repeats < 1:
             raise ValueError(f"condition_repeats must be >= 1, got {self.condition_repeats!r}")
+        if self.time_grid not in TIME_GRIDS:
+            raise ValueError(f"unknown time_grid {self.time_grid!r}; registered: {sorted(TIME_GRIDS)}")
 
 
 class GFlowNetAgent(nn.Module):
@@ -160,7 +168,7 @@ class GFlowNetAgent(nn.Module):
         is ``Z m_0(x_0) / p_0(x_0)`` (m_0: the target path measure's marginal), about Z: its
         forward-looking term is ``log q_0(x_0) - log p_0(x_0)`` (0 on VP, where q_0 = p_0).
         """
-        t = self.policy.times[:-1]
+        t = paths.times[:-1]
         x = paths.states[:, :-1]
         emb = self.flow.embed_time(t)
         if paths.condition is not None:
@@ -212,14 +220,16 @@ class GFlowNetAgent(nn.Module):
         return exploration_std_at(iteration, self.config.exploration_std, self.config.exploration_decay)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, condition=None) -> Trajectories:
+    def sample(self, n: int, generator: torch.Generator | None = None, condition=None, mdp=None) -> Trajectories:
         """``n`` on-policy trajectories (no exploration) with their log-probabilities, for evaluation.
 
-        On a conditional target, ``condition`` (n, cond_dim) gives each trajectory's condition.
+        On a conditional target, ``condition`` (n, cond_dim) gives each trajectory's condition. ``mdp``: the
+        agent's MDP on another time grid (``DiffusionMDP.with_grid``), e.g. to evaluate with another T.
         """
         self._check_sample_condition(n, condition)
-        paths = self.mdp.rollout(self.policy, n, generator, condition=condition)
-        return self.mdp.score(self.policy, paths, self.policy.backward)
+        mdp = self.mdp if mdp is None else mdp
+        paths = mdp.rollout(self.policy, n, generator, condition=condition)
+        return mdp.score(self.policy, paths, self.policy.backward)
 
     @torch.no_grad()
     def sample_backward(
@@ -254,8 +264,11 @@ class GFlowNetAgent(nn.Module):
         return Batch(None, idx.repeat_interleave(r))
 
     def training_trajectories(self, iteration: int, batch: Batch, generator=None) -> Trajectories:
-        """The scored trajectories of one training step: reparameterised (PIS), backward, or forward."""
+        """The scored trajectories of one training step: reparameterised (PIS), backward, or forward, on the
+        batch's time grid (``config.time_grid``)."""
         mdp, policy, index = self.mdp, self.policy, batch.condition_index
+        if self.config.time_grid != "uniform":
+            mdp = mdp.with_grid(TIME_GRIDS[self.config.time_grid](mdp.num_steps, generator))
         condition = None if index is None else self.conditions[index]
         fl = self.objective.forward_looking
         if self.objective.path_gradient:

@@ -41,7 +41,6 @@ from dataclasses import dataclass
 
 import torch
 
-from diffsampler.envs import process
 from diffsampler.envs.reference import Reference
 
 
@@ -59,9 +58,14 @@ class StepTable:
     score_weight: torch.Tensor | None = None
 
 
+def _dt(ref: Reference):
+    """The step lengths: ``dt`` (a float) on the uniform grid, else ``(T,)`` float64."""
+    return ref.dt if ref.times is None else ref.times.diff()
+
+
 def euler(ref: Reference) -> StepTable:
     c, v = ref.forward_coefs()
-    return StepTable(c, ref.dt, v)
+    return StepTable(c, _dt(ref), v)
 
 
 def dds(ref: Reference) -> StepTable:
@@ -71,8 +75,8 @@ def dds(ref: Reference) -> StepTable:
 
 def dis(ref: Reference) -> StepTable:
     rho, var = ref.forward_coefs()
-    t = process.time_grid(ref.num_steps, dtype=torch.float64)[:-1]
-    return StepTable(rho, ref.t_scale * ref.beta(t) * ref.dt, var, score_weight=t)
+    t = ref.grid[:-1]
+    return StepTable(rho, ref.t_scale * ref.beta(t) * _dt(ref), var, score_weight=t)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -31,6 +32,25 @@ from diffsampler.agents.parametrisations import PARAMETRISATIONS
 from diffsampler.envs import process
 from diffsampler.envs.engine import AffineDrift
 from diffsampler.envs.reference import Reference, make_reference
+
+
+class Coefs(NamedTuple):
+    """A parametrisation's per-step coefficients (floats, or ``(T,)`` tensors): ``N(c x + g f, v)``."""
+
+    mean_coef: Any
+    drift_coef: Any
+    base_var: Any
+    score_weight: Any
+
+
+class Context(NamedTuple):
+    """The policy's ``context``: time embeddings (T, hidden), Langevin scales (T, .) or None, condition
+    embeddings (B, hidden) or None, and the coefficients of a grid other than the policy's own (or None)."""
+
+    t_emb: torch.Tensor
+    scale: torch.Tensor | None
+    c_emb: torch.Tensor | None
+    coefs: Coefs | None
 
 
 @dataclass(frozen=True)
@@ -154,39 +174,56 @@ class DiffusionPolicy(nn.Module):
         """``(B, hidden)`` embeddings of the trajectories' conditions, to add to the time embedding."""
         return None if condition is None else self.net.embed_condition(condition)
 
-    def context(self, condition: torch.Tensor | None = None):
-        """(time embeddings (T, hidden), Langevin scales (T, .) or None, condition embeddings (B, hidden) or None)."""
-        return (*self.time_features(self.times[:-1]), self.embed_condition(condition))
+    def context(self, condition: torch.Tensor | None = None, reference: Reference | None = None) -> Context:
+        """What depends on time and the condition only. ``reference``: the MDP's reference, whose time grid
+        may differ from the policy's own (a random training grid, evaluation with another T): its times
+        and per-step coefficients are then computed here (``coefs``); None for the policy's own."""
+        coefs, times = None, self.times
+        if reference is not None and not reference.same_as(self.reference):
+            coefs, times = self._coefs_of(reference), reference.grid_like(self.times)
+        return Context(*self.time_features(times[:-1]), self.embed_condition(condition), coefs)
 
-    def transition(self, x, step: int | None, ctx, score=None):
+    def _coefs_of(self, reference: Reference) -> Coefs:
+        """The parametrisation's coefficients on ``reference`` (its grid), on the policy's device."""
+        table = PARAMETRISATIONS[self.config.parametrisation].table(self.config.parametrisation, reference)
+        values = (table.mean_coef, table.drift_coef, table.var, table.score_weight)
+        return Coefs(*(v.to(self.times) if isinstance(v, torch.Tensor) else v for v in values))
+
+    def _own_coefs(self, ctx: Context) -> Coefs:
+        return ctx.coefs or Coefs(self.mean_coef, self.drift_coef, self.base_var, self.score_weight)
+
+    def transition(self, x, step: int | None, ctx: Context, score=None):
         """Mean and variance of ``p_F(. | x)`` at step ``step`` (``x`` (n, d)), or at every step
         (``step=None``, ``x`` (B, T, d)); ``ctx`` from ``context``; ``score``: the clipped score (LP)."""
-        t_emb, scale, c_emb = ctx
+        t_emb, scale, c_emb, coefs = ctx
+        extra = {} if coefs is None else {"coefs": coefs}
         if step is None:
             emb = t_emb if c_emb is None else t_emb + c_emb.unsqueeze(1)
-            return self.kernel(x, emb, scale, score)
+            return self.kernel(x, emb, scale, score, **extra)
         emb = t_emb[step] if c_emb is None else t_emb[step] + c_emb
-        return self.kernel(x, emb, None if scale is None else scale[step], score, step=step)
+        return self.kernel(x, emb, None if scale is None else scale[step], score, step=step, **extra)
 
-    def fixed_std(self, extra_std: float = 0.0):
+    def fixed_std(self, extra_std: float, ctx: Context):
         """Sampling std of every step with ``extra_std^2`` added (a float, or ``(T, 1, 1)`` when per-step);
         None when the variance is learned (it depends on x)."""
         if self.config.learn_variance:
             return None
-        if isinstance(self.base_var, torch.Tensor):
-            return (self.base_var + extra_std**2).sqrt().view(-1, 1, 1)
-        return process.noise_std(self.base_var, extra_std)
+        base_var = self._own_coefs(ctx).base_var
+        if isinstance(base_var, torch.Tensor):
+            return (base_var + extra_std**2).sqrt().view(-1, 1, 1)
+        return process.noise_std(base_var, extra_std)
 
-    def affine_drift(self, x: torch.Tensor, ctx) -> AffineDrift | None:
+    def affine_drift(self, x: torch.Tensor, ctx: Context) -> AffineDrift | None:
         """The kernel over all steps as ``N(a x + g clip(h W^T + b), v)`` (``h``: the network's last hidden
         features), for the engine's fused evaluation; None with LP or a learned variance, or for a
         subclass with its own kernel."""
-        t_emb, scale, c_emb = ctx
+        t_emb, scale, c_emb, _ = ctx
         if scale is not None or self.config.learn_variance or type(self).kernel is not DiffusionPolicy.kernel:
             return None
         emb = t_emb if c_emb is None else t_emb + c_emb.unsqueeze(1)
         last = self.net.last
-        a, g, v = (self._at(c, None) for c in (self.mean_coef, self.drift_coef, self.base_var))
+        c = self._own_coefs(ctx)
+        a, g, v = (self._at(coef, None) for coef in (c.mean_coef, c.drift_coef, c.base_var))
         return AffineDrift(self.net.hidden(x, emb), last.weight, last.bias, a, g, v, self.config.clip_output)
 
     @staticmethod
@@ -196,26 +233,33 @@ class DiffusionPolicy(nn.Module):
             return coef
         return coef.unsqueeze(-1) if step is None else coef[step]
 
-    def kernel(self, x, t_emb, lgv_scale=None, score=None, step: int | None = None):
+    def kernel(self, x, t_emb, lgv_scale=None, score=None, step: int | None = None, coefs: Coefs | None = None):
         """Mean and variance of ``p_F(. | x)``; variance is a float unless learned or per-step.
 
         ``step``: the step index k when ``x`` is ``(n, d)`` at one time; None when ``x`` is
         ``(B, T, d)`` over all steps (or the coefficients are the same at every step, as on the bridge).
+        ``coefs``: the per-step coefficients of another time grid (default: the policy's own).
         """
+        mean_coef, drift_coef, base_var, score_weight = coefs or (
+            self.mean_coef,
+            self.drift_coef,
+            self.base_var,
+            self.score_weight,
+        )
         out = self.net(x, t_emb)
         drift = out[..., : self.dim]
         if self.langevin_scale is not None:
-            if self.score_weight is not None:  # DIS: the interpolated score relative to the reference's
-                score = self._at(self.score_weight, step) * (score + x / self.t_scale)
+            if score_weight is not None:  # DIS: the interpolated score relative to the reference's
+                score = self._at(score_weight, step) * (score + x / self.t_scale)
             drift = drift + lgv_scale * score
         clip = self.config.clip_output
         drift = drift.clamp(-clip, clip)
-        g = self._at(self.drift_coef, step)
-        if isinstance(self.mean_coef, float) and self.mean_coef == 1.0:
+        g = self._at(drift_coef, step)
+        if isinstance(mean_coef, float) and mean_coef == 1.0:
             mean = torch.add(x, drift, alpha=g) if isinstance(g, float) else x + g * drift
         else:
-            mean = self._at(self.mean_coef, step) * x + g * drift
-        base_var = self._at(self.base_var, step)
+            mean = self._at(mean_coef, step) * x + g * drift
+        base_var = self._at(base_var, step)
         if self.config.learn_variance:
             logvar = self.config.log_var_range * torch.tanh(out[..., self.dim :].clamp(-clip, clip))
             return mean, base_var * logvar.exp()
@@ -232,23 +276,30 @@ class BackwardCorrection(JointNet):
         c = config
         super().__init__(dim, 2 * dim, c.hidden_dim, c.harmonics, c.joint_layers, True, cond_dim)
         self.dim, self.num_steps, self.range = dim, reference.num_steps, c.backward_range
+        self.reference = reference
         m, v = reference.backward_coefs()
         self.register_buffer("back_shrink", (1 - m).float(), persistent=False)
         self.register_buffer("back_var", v.float(), persistent=False)
         self.register_buffer("back_times", process.time_grid(reference.num_steps)[1:], persistent=False)
 
-    def context(self, condition: torch.Tensor | None = None):
-        return None if condition is None else self.embed_condition(condition)
+    def context(self, condition: torch.Tensor | None = None, reference: Reference | None = None):
+        """(condition embeddings or None, 1 - m_k, v_k, t_{k+1}) on ``reference``'s grid (default: its own)."""
+        c_emb = None if condition is None else self.embed_condition(condition)
+        if reference is None or reference.same_as(self.reference):
+            return c_emb, self.back_shrink, self.back_var, self.back_times
+        m, v = reference.backward_coefs()
+        return c_emb, (1 - m).to(self.back_var), v.to(self.back_var), reference.grid_like(self.back_var)[1:]
 
-    def transition(self, x_next, steps, ctx=None):
+    def transition(self, x_next, steps, ctx):
         """``(mean, var)`` at steps ``steps`` (an int, ``x_next`` (n, d); or a slice, ``x_next`` (B, len, d))."""
-        emb = self.embed_time(self.back_times[steps])
-        if ctx is not None:
-            emb = emb + (ctx.unsqueeze(1) if isinstance(steps, slice) else ctx)
+        c_emb, back_shrink, back_var, times = ctx
+        emb = self.embed_time(times[steps])
+        if c_emb is not None:
+            emb = emb + (c_emb.unsqueeze(1) if isinstance(steps, slice) else c_emb)
         out = self(x_next, emb)
         c_mu = 1 + self.range * torch.tanh(out[..., : self.dim])
         c_var = 1 + self.range * torch.tanh(out[..., self.dim :])
-        shrink, var = self.back_shrink[steps], self.back_var[steps]
+        shrink, var = back_shrink[steps], back_var[steps]
         if isinstance(steps, slice):
             shrink, var = shrink.unsqueeze(-1), var.unsqueeze(-1)
         return x_next * (1 - shrink * c_mu), var * c_var

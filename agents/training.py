@@ -39,6 +39,8 @@ class TrainConfig:
         device: torch device ("cpu", "cuda", ...).
         eval_every: evaluate every this many iterations (and at the end).
         eval_samples: trajectories per evaluation (the paper uses 2,000).
+        eval_steps: evaluate on the uniform grid of this many steps (None: the training T), e.g. a model
+            trained with T = 100 evaluated with T = 25, 50 or 200.
         eval_per_condition: on a conditional target, trajectories per evaluation condition (None:
             ``eval_samples`` shared out over the target's evaluation conditions, at least 2).
         log_every: write training scalars every this many iterations.
@@ -61,6 +63,7 @@ class TrainConfig:
     device: str = "cpu"
     eval_every: int = 1000
     eval_samples: int = 2000
+    eval_steps: int | None = None
     eval_per_condition: int | None = None
     log_every: int = 100
     checkpoint_every: int = 1000
@@ -73,6 +76,8 @@ class TrainConfig:
         for name in ("iterations", "eval_every", "eval_samples", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.eval_steps is not None and (isinstance(self.eval_steps, bool) or self.eval_steps < 1):
+            raise ValueError(f"eval_steps must be None or an integer >= 1, got {self.eval_steps!r}")
         if self.eval_per_condition is not None and self.eval_per_condition < 1:
             raise ValueError(f"eval_per_condition must be None or >= 1, got {self.eval_per_condition!r}")
         if self.threads is not None and self.threads < 1:

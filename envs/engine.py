@@ -58,13 +58,14 @@ class ForwardKernel(Protocol):
 
     ``score_clip``: None, or the clip of the score ``grad log R`` the kernel takes at ``x_k`` (the
     Langevin parametrisation); the engine evaluates the clipped score at every state.
-    ``context(condition)``: what depends on time and the condition only (time embeddings, ...),
-    computed once per rollout or scoring; ``condition`` is ``(B, cond_dim)`` or None.
+    ``context(condition, reference)``: what depends on time and the condition only (time embeddings,
+    per-step coefficients, ...), computed once per rollout or scoring; ``condition`` is ``(B, cond_dim)``
+    or None, ``reference`` the MDP's (its time grid may differ from the kernel's own).
 
     A Gaussian kernel (``gaussian = True``) gives the mean and variance of a transition:
     ``transition(x, step, ctx, score) -> (mean, var)`` with ``step`` an int and ``x`` ``(n, d)`` at
     time ``t_step``, or ``step=None`` and ``x`` ``(B, T, d)`` at every step; ``var`` a float, a
-    tensor broadcastable to ``mean``. ``fixed_std(extra_std)`` is the sampling std at every step
+    tensor broadcastable to ``mean``. ``fixed_std(extra_std, ctx)`` is the sampling std at every step
     when the variance does not depend on ``x`` (a float or ``(T, 1, 1)``; ``extra_std^2`` is added
     exploration variance), else None. Optionally ``affine_drift(x, ctx) -> AffineDrift | None`` lets
     ``score`` evaluate a fixed-variance kernel fused (``envs.fused``).
@@ -77,20 +78,18 @@ class ForwardKernel(Protocol):
     score_clip: float | None
     gaussian: bool
 
-    def context(self, condition: torch.Tensor | None) -> Any: ...
+    def context(self, condition: torch.Tensor | None, reference) -> Any: ...
 
 
 class BackwardKernel(Protocol):
     """A learned backward transition ``p_B(x_k | x_{k+1})`` (a correction of the reference's).
 
-    ``num_steps``: T. ``context(condition)`` as for forward kernels; ``transition(x_next, steps, ctx)
+    ``context(condition, reference)`` as for forward kernels; ``transition(x_next, steps, ctx)
     -> (mean, var)`` (var a tensor) with ``steps`` an int (``x_next`` ``(n, d)`` at ``x_{steps + 1}``) or a
     slice of step indices (``x_next`` ``(B, len, d)``). The references are backward kernels too.
     """
 
-    num_steps: int
-
-    def context(self, condition: torch.Tensor | None) -> Any: ...
+    def context(self, condition: torch.Tensor | None, reference) -> Any: ...
 
     def transition(self, x_next: torch.Tensor, steps, ctx) -> tuple[torch.Tensor, Any]: ...
 
@@ -145,7 +144,7 @@ def rollout(
 
 def _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states, reparam) -> Paths:
     T, d, device = mdp.num_steps, mdp.dim, mdp.device
-    ctx = kernel.context(condition)
+    ctx = kernel.context(condition, mdp.reference)
     reward = mdp.bind(condition)
     gaussian, langevin = kernel.gaussian, kernel.score_clip is not None
     noise = std = None
@@ -154,7 +153,7 @@ def _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states,
             noise = torch.randn(n, T, d, generator=generator, device=device).transpose(0, 1)
         else:
             noise = torch.randn(T, n, d, generator=generator, device=device)
-            std = kernel.fixed_std(extra_std)
+            std = kernel.fixed_std(extra_std, ctx)
             if std is not None:  # a variance that does not depend on x: scale all the noise at once
                 noise.mul_(std)
     x = mdp.initial_positions(n, generator)
@@ -195,7 +194,7 @@ def _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states,
     elif need_log_r_states:  # all intermediate log-rewards in one batched call
         log_r_states = _states_rewards(mdp, states_t[:, :-1].detach(), condition, None)[0]
     log_r = mdp.log_reward(x, condition)
-    return Paths(states_t, log_r, scores, log_r_states, condition, recorded)
+    return Paths(states_t, log_r, scores, log_r_states, condition, recorded, mdp.reference.grid_like(states_t))
 
 
 def rollout_backward(
@@ -219,20 +218,20 @@ def rollout_backward(
             states = mdp.reference.sample_backward(x_last, generator)
         else:
             first = 0 if mdp.reference.random_start else 1
-            states = backward_loop(backward, x_last, generator, backward.context(condition), first)
+            ctx = backward.context(condition, mdp.reference)
+            states = backward_loop(backward, x_last, generator, ctx, first, mdp.num_steps)
         scores = log_r_states = None
         if score_clip is not None or need_log_r_states:
             log_r_states, scores = _states_rewards(mdp, states[:, :-1], condition, score_clip)
         log_r = mdp.log_reward(x_last, condition)
-    return Paths(states, log_r, scores, log_r_states, condition)
+    return Paths(states, log_r, scores, log_r_states, condition, None, mdp.reference.grid_like(states))
 
 
-def backward_loop(kernel: BackwardKernel, x_last: torch.Tensor, generator, ctx, first: int) -> torch.Tensor:
+def backward_loop(kernel: BackwardKernel, x_last: torch.Tensor, generator, ctx, first: int, num_steps: int):
     """The backward rollout loop: ``x_k = mean_k(x_{k+1}) + sqrt(var_k) eps_k`` for k = T-1 down to
     ``first`` (1 when ``x_0`` is pinned, as on the bridge: those states stay 0). Paths ``(B, T + 1, d)``
     with ``states[:, T] = x_last``; T batched steps, time-major (a loop over time, never over the batch)."""
-    b, d = x_last.shape
-    T = kernel.num_steps
+    b, d, T = *x_last.shape, num_steps
     noise = torch.randn(T, b, d, generator=generator, dtype=x_last.dtype, device=x_last.device)
     states = x_last.new_zeros(T + 1, b, d)
     states[T] = x_last
@@ -261,7 +260,7 @@ def score(
     states, condition = paths.states, paths.condition
     log_pf = paths.log_pf
     if log_pf is None:
-        log_pf = _path_log_pf(kernel, states, kernel.context(condition), paths.scores)
+        log_pf = _path_log_pf(kernel, states, kernel.context(condition, mdp.reference), paths.scores)
     log_pb = _path_log_pb(mdp, states, condition, backward)
     return Trajectories(states, log_pf, log_pb, paths.log_r, None, condition_index)
 
@@ -309,7 +308,8 @@ def _path_log_pb(mdp, states: torch.Tensor, condition, backward) -> torch.Tensor
     if backward is None:
         return ref.log_pb_path(states)
     first = 0 if ref.random_start else 1
-    mean, var = backward.transition(states[:, first + 1 :], slice(first, None), backward.context(condition))
+    ctx = backward.context(condition, mdp.reference)
+    mean, var = backward.transition(states[:, first + 1 :], slice(first, None), ctx)
     lp = process.gaussian_log_prob(states[:, first:-1], mean, var)
     if first:  # the bridge's point mass at 0
         return torch.cat([lp.new_zeros(lp.shape[0], 1), lp], dim=1)

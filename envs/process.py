@@ -44,6 +44,57 @@ def time_grid(num_steps: int, device=None, dtype=torch.float32) -> torch.Tensor:
     return torch.arange(num_steps + 1, device=device, dtype=dtype) / num_steps
 
 
+# --- time grids ------------------------------------------------------------------------------------
+#
+# A grid 0 = t_0 < t_1 < ... < t_T = 1 (float64, CPU) replaces the uniform t_k = k / T. Training on a fresh
+# grid per batch follows the paper's code (its ``stagger`` branch, ``random_discretizer`` and
+# ``shifted_equidistant``), with one grid shared by the trajectories of a batch rather than one per
+# trajectory, so that a batch still has only T distinct times (one time embedding per step).
+
+
+def _rand(shape, generator) -> torch.Tensor:
+    device = generator.device if generator is not None else None
+    return torch.rand(shape, generator=generator, device=device, dtype=torch.float64).cpu()
+
+
+def uniform_grid(num_steps: int, generator=None) -> torch.Tensor:
+    return time_grid(num_steps, dtype=torch.float64)
+
+
+def random_grid(num_steps: int, generator=None, max_ratio: float = 10.0) -> torch.Tensor:
+    """Step lengths proportional to i.i.d. U(1, max_ratio) (the paper code's ``random_discretizer``, ratio
+    10): no step is more than ``max_ratio`` times another."""
+    steps = 1.0 + (max_ratio - 1.0) * _rand(num_steps, generator)
+    t = torch.cat([steps.new_zeros(1), steps.cumsum(0)])
+    t = t / t[-1]
+    t[-1] = 1.0
+    return t
+
+
+def low_discrepancy_grid(num_steps: int, generator=None) -> torch.Tensor:
+    """The uniform grid with its interior points shifted together by one U(-1/2, 1/2) / T (the paper code's
+    ``shifted_equidistant``): steps stay within [1/2, 3/2] / T, and over batches the interior times cover
+    [1/(2T), 1 - 1/(2T)] evenly, one point per stratum."""
+    t = (torch.arange(num_steps + 1, dtype=torch.float64) + (_rand((), generator) - 0.5)) / num_steps
+    t[0], t[-1] = 0.0, 1.0
+    return t
+
+
+TIME_GRIDS = {"uniform": uniform_grid, "random": random_grid, "low-discrepancy": low_discrepancy_grid}
+
+
+def check_time_grid(times, num_steps: int) -> torch.Tensor:
+    """``times`` as a float64 CPU tensor, or a ValueError unless it is ``0 = t_0 < ... < t_T = 1`` (finite)."""
+    t = torch.as_tensor(times, dtype=torch.float64).detach().cpu()
+    if t.shape != (num_steps + 1,):
+        raise ValueError(f"a time grid of {num_steps} steps has {num_steps + 1} times, got shape {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()) or float(t[0]) != 0.0 or float(t[-1]) != 1.0:
+        raise ValueError(f"a time grid runs from t_0 = 0 to t_T = 1, got {t[0].item()!r} .. {t[-1].item()!r}")
+    if not bool((t[1:] > t[:-1]).all()):
+        raise ValueError("a time grid must be strictly increasing")
+    return t
+
+
 def gaussian_log_density(sq: torch.Tensor, var, d: int) -> torch.Tensor:
     """``log N`` of a residual of squared norm ``sq`` under an isotropic Gaussian of variance ``var`` in
     ``d`` dimensions: ``-sq / 2 var - d (log var + log 2 pi) / 2``. ``var`` is a positive float or a tensor
@@ -95,36 +146,44 @@ def bridge_log_pb(x_prev: torch.Tensor, x_next: torch.Tensor, k_next, num_steps:
     return torch.where(first, torch.zeros_like(lp), lp)
 
 
-def bridge_log_pb_path(states: torch.Tensor, t_scale: float) -> torch.Tensor:
+def bridge_log_pb_path(states: torch.Tensor, t_scale: float, ratio=None, var=None) -> torch.Tensor:
     """Backward log-probabilities of every transition of a batch of paths.
 
     ``states`` has shape ``(B, T + 1, d)`` with ``states[:, 0] = 0``; returns ``(B, T)`` where entry
     ``k`` is ``log p_B(x_k | x_{k+1})`` (entry 0 is exactly 0). One vectorised expression, no loop.
+    ``ratio`` and ``var`` ``(T - 1,)``: the kernels' ``t_k / t_{k+1}`` and variances for k = 1..T-1 on
+    a non-uniform grid (default: the uniform grid's ``k / (k + 1)`` and ``sigma2 / T * k / (k + 1)``).
     """
     num_steps = states.shape[1] - 1
     d = states.shape[-1]
-    k = torch.arange(1, num_steps, device=states.device, dtype=states.dtype)  # k = 1..T-1
-    ratio = (k / (k + 1)).unsqueeze(-1)  # (T-1, 1)
-    var = ratio.squeeze(-1) * (t_scale / num_steps)  # (T-1,)
-    resid = torch.addcmul(states[:, 1:-1], states[:, 2:], ratio, value=-1.0)  # (B, T-1, d), one pass
+    if ratio is None:
+        k = torch.arange(1, num_steps, device=states.device, dtype=states.dtype)  # k = 1..T-1
+        ratio = k / (k + 1)
+        var = ratio * (t_scale / num_steps)  # (T-1,)
+    resid = torch.addcmul(states[:, 1:-1], states[:, 2:], ratio.unsqueeze(-1), value=-1.0)  # (B, T-1, d)
     sq = torch.linalg.vector_norm(resid, dim=-1).square()  # a norm reads once and writes nothing big
     lp = gaussian_log_density(sq, var, d)
     return torch.cat([lp.new_zeros(lp.shape[0], 1), lp], dim=1)
 
 
 def bridge_sample_backward(
-    x_last: torch.Tensor, num_steps: int, t_scale: float, generator: torch.Generator | None = None
+    x_last: torch.Tensor, num_steps: int, t_scale: float, generator: torch.Generator | None = None, times=None
 ) -> torch.Tensor:
     """Sample whole paths backward through the bridge from terminal states ``x_last`` ``(B, d)``.
 
     Returns states ``(B, T + 1, d)`` with ``states[:, T] = x_last`` and ``states[:, 0] = 0``. The chain
     of bridge kernels is the discrete Brownian motion ``W`` conditioned on its end point, so the whole
-    path is drawn at once as ``x_k = W_k - (k / T) * (W_T - x_T)``.
+    path is drawn at once as ``x_k = W_k - t_k * (W_T - x_T)`` (``times``: a non-uniform grid).
     """
     b, d = x_last.shape
     noise = torch.randn(b, num_steps, d, generator=generator, dtype=x_last.dtype, device=x_last.device)
-    walk = torch.cat([x_last.new_zeros(b, 1, d), (noise * math.sqrt(t_scale / num_steps)).cumsum(1)], 1)
-    frac = time_grid(num_steps, device=x_last.device, dtype=x_last.dtype).view(1, -1, 1)
+    if times is None:
+        std = math.sqrt(t_scale / num_steps)
+        frac = time_grid(num_steps, device=x_last.device, dtype=x_last.dtype).view(1, -1, 1)
+    else:
+        std = (t_scale * times.diff()).sqrt().to(x_last.device, x_last.dtype).view(1, -1, 1)
+        frac = times.to(x_last.device, x_last.dtype).view(1, -1, 1)
+    walk = torch.cat([x_last.new_zeros(b, 1, d), (noise * std).cumsum(1)], 1)
     states = walk - frac * (walk[:, -1:] - x_last.unsqueeze(1))
     states[:, -1] = x_last  # exact, free of rounding
     return states
@@ -174,9 +233,10 @@ def vp_integrated_beta(tau, beta_min: float, beta_max: float):
     return beta_min * tau + 0.5 * (beta_max - beta_min) * tau * tau
 
 
-def vp_step_integrals(num_steps: int, beta_min: float, beta_max: float) -> torch.Tensor:
-    """``B_k = int beta`` over MDP step k (between t_k and t_{k+1}), shape ``(T,)``, float64 on the CPU."""
-    tau = 1.0 - time_grid(num_steps, dtype=torch.float64)
+def vp_step_integrals(num_steps: int, beta_min: float, beta_max: float, times=None) -> torch.Tensor:
+    """``B_k = int beta`` over MDP step k (between t_k and t_{k+1}), shape ``(T,)``, float64 on the CPU
+    (``times``: a non-uniform grid)."""
+    tau = 1.0 - (time_grid(num_steps, dtype=torch.float64) if times is None else times)
     big_i = vp_integrated_beta(tau, beta_min, beta_max)
     return big_i[:-1] - big_i[1:]
 

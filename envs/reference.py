@@ -29,19 +29,54 @@ from diffsampler.envs import engine, process
 
 
 class Reference:
-    """Base class: ``num_steps`` (T) and ``t_scale`` (sigma^2), validated."""
+    """Base class: ``num_steps`` (T), ``t_scale`` (sigma^2) and the time grid, validated.
+
+    ``times``: a grid ``0 = t_0 < ... < t_T = 1`` (``envs.process.TIME_GRIDS``); None is the uniform
+    ``t_k = k / T``, whose formulas are kept exactly as they are written for it.
+    """
 
     name: ClassVar[str]
     random_start: ClassVar[bool]  # False: x_0 = 0 and p_B(x_0 | x_1) is the point mass at 0
 
-    def __init__(self, num_steps: int, t_scale: float):
+    def __init__(self, num_steps: int, t_scale: float, times=None):
         process.check_process_args(num_steps, t_scale)
         self.num_steps, self.t_scale = int(num_steps), float(t_scale)
         self.dt = 1.0 / self.num_steps
+        self.times = None if times is None else process.check_time_grid(times, self.num_steps)
 
     def kwargs(self) -> dict:
         """Schedule parameters beyond (T, sigma^2), as accepted by the constructor."""
         return {}
+
+    @property
+    def grid(self) -> torch.Tensor:
+        """The times ``t_0..t_T`` (float64, CPU)."""
+        return process.time_grid(self.num_steps, dtype=torch.float64) if self.times is None else self.times
+
+    def grid_like(self, like: torch.Tensor) -> torch.Tensor:
+        """The times in ``like``'s device and dtype (the uniform grid computed as ``k / T`` in that dtype)."""
+        if self.times is None:
+            return process.time_grid(self.num_steps, device=like.device, dtype=like.dtype)
+        return self.times.to(like.device, like.dtype)
+
+    def same_as(self, other: Reference) -> bool:
+        """Whether ``other`` is this reference: the same process, T, sigma^2, schedule and time grid."""
+        if other is self:
+            return True
+        same = (type(other), other.num_steps, other.t_scale, other.kwargs()) == (
+            type(self),
+            self.num_steps,
+            self.t_scale,
+            self.kwargs(),
+        )
+        if not same or (self.times is None) != (other.times is None):
+            return False
+        return self.times is None or torch.equal(self.times, other.times)
+
+    def on_grid(self, times) -> Reference:
+        """The same reference on another time grid (``T = len(times) - 1``)."""
+        times = torch.as_tensor(times, dtype=torch.float64)
+        return type(self)(times.shape[0] - 1, self.t_scale, times=times, **self.kwargs())
 
     def initial_sample(self, n: int, dim: int, generator=None, device=None, dtype=torch.float32) -> torch.Tensor:
         """``n`` draws of ``x_0 ~ p_0``, shape ``(n, dim)``."""
@@ -73,12 +108,12 @@ class Reference:
         """Paths ``(B, T + 1, d)`` drawn from the kernels backward from ``x_last`` ``(B, d)``: the engine's
         backward loop over this reference's own kernels (a reference may override it with a closed form)."""
         first = 0 if self.random_start else 1
-        return engine.backward_loop(self, x_last, generator, self.context(None), first)
+        return engine.backward_loop(self, x_last, generator, None, first, self.num_steps)
 
     # The backward-kernel protocol of ``envs.engine`` (``context``, ``transition``), so that the engine
     # samples the reference's kernels and a learned backward kernel with one loop.
 
-    def context(self, condition=None):
+    def context(self, condition=None, reference=None):
         return None
 
     def transition(self, x_next: torch.Tensor, step: int, ctx=None):
@@ -116,21 +151,38 @@ class BridgeReference(Reference):
         return x0.new_zeros(x0.shape[:-1])
 
     def forward_coefs(self):
-        return 1.0, self.t_scale * self.dt
+        if self.times is None:
+            return 1.0, self.t_scale * self.dt
+        return 1.0, self.t_scale * self.times.diff()
 
     def backward_coefs(self):
-        k = torch.arange(self.num_steps, dtype=torch.float64)  # step k: x_k <- x_{k+1}
-        ratio = k / (k + 1)
-        return ratio, ratio * (self.t_scale * self.dt)
+        if self.times is None:
+            k = torch.arange(self.num_steps, dtype=torch.float64)  # step k: x_k <- x_{k+1}
+            ratio = k / (k + 1)
+            return ratio, ratio * (self.t_scale * self.dt)
+        ratio = self.times[:-1] / self.times[1:]  # t_k / t_{k+1}
+        return ratio, ratio * self.t_scale * self.times.diff()
 
     def log_pb(self, x_prev, x_next, k_next):
-        return process.bridge_log_pb(x_prev, x_next, k_next, self.num_steps, self.t_scale)
+        if self.times is None:
+            return process.bridge_log_pb(x_prev, x_next, k_next, self.num_steps, self.t_scale)
+        m, v = self._backward_cast(x_next)
+        k = torch.as_tensor(k_next, device=x_next.device) - 1
+        first = k == 0
+        var = torch.where(first, torch.ones_like(v[k]), v[k])
+        lp = process.gaussian_log_density(
+            (x_prev - m[k].unsqueeze(-1) * x_next).square().sum(-1), var, x_prev.shape[-1]
+        )
+        return torch.where(first, torch.zeros_like(lp), lp)
 
     def log_pb_path(self, states):
-        return process.bridge_log_pb_path(states, self.t_scale)
+        if self.times is None:
+            return process.bridge_log_pb_path(states, self.t_scale)
+        m, v = self._backward_cast(states)
+        return process.bridge_log_pb_path(states, self.t_scale, m[1:], v[1:])
 
     def sample_backward(self, x_last, generator=None):
-        return process.bridge_sample_backward(x_last, self.num_steps, self.t_scale, generator)
+        return process.bridge_sample_backward(x_last, self.num_steps, self.t_scale, generator, self.times)
 
     def marginal_log_prob(self, x, t):
         var = torch.as_tensor(self.t_scale * t, dtype=x.dtype, device=x.device)  # t: scalar or x.shape[:-1]
@@ -143,11 +195,12 @@ class VPReference(Reference):
 
     name, random_start = "vp", True
 
-    def __init__(self, num_steps: int, t_scale: float, beta_min: float = 0.1, beta_max: float = 10.0):
-        super().__init__(num_steps, t_scale)
+    def __init__(self, num_steps: int, t_scale: float, beta_min: float = 0.1, beta_max: float = 10.0, times=None):
+        super().__init__(num_steps, t_scale, times)
         process.check_vp_args(beta_min, beta_max)
         self.beta_min, self.beta_max = float(beta_min), float(beta_max)
-        self.step_integrals = process.vp_step_integrals(self.num_steps, self.beta_min, self.beta_max)  # B_k
+        integrals = process.vp_step_integrals(self.num_steps, self.beta_min, self.beta_max, self.times)
+        self.step_integrals = integrals  # B_k
         self.rho = torch.exp(-0.5 * self.step_integrals)  # sqrt(1 - a_k), float64
         self.var = self.t_scale * -torch.expm1(-self.step_integrals)  # sigma2 a_k, float64
 
@@ -188,7 +241,8 @@ REFERENCES: dict[str, type[Reference]] = {"bridge": BridgeReference, "vp": VPRef
 
 def make_reference(name: str, num_steps: int, t_scale: float, **kwargs) -> Reference:
     """The registered reference ``name`` for ``T = num_steps`` and ``sigma^2 = t_scale``; ``kwargs`` are
-    its schedule parameters (``beta_min``, ``beta_max`` for "vp"). Unknown names or keywords are errors."""
+    its schedule parameters (``beta_min``, ``beta_max`` for "vp") and ``times`` (a time grid). Unknown
+    names or keywords are errors."""
     if not isinstance(name, str) or name not in REFERENCES:
         raise ValueError(f"unknown reference {name!r}; registered: {sorted(REFERENCES)}")
     cls = REFERENCES[name]

@@ -18,6 +18,7 @@ same code paths with ``condition = None``.
 
 from __future__ import annotations
 
+import copy
 import numbers
 
 import gymnasium
@@ -118,9 +119,20 @@ class DiffusionMDP:
         """Whole paths ``(B, T + 1, d)`` drawn backward through the reference from ``x_last``."""
         return self.reference.sample_backward(x_last, generator)
 
+    def with_grid(self, times) -> DiffusionMDP:
+        """The same MDP on another time grid ``0 = t_0 < ... < t_T = 1`` (``T = len(times) - 1``): a shallow
+        copy whose reference lives on that grid (a random training grid; evaluation with another T)."""
+        other = copy.copy(self)
+        other.reference = self.reference.on_grid(times)
+        other.num_steps = other.reference.num_steps
+        return other
+
     def observe(self, x: torch.Tensor, k: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """Observation ``[x, t]`` of shape ``(B, d + 1)``, or ``[x, t, c]`` ``(B, d + 1 + cond_dim)``."""
-        t = k.to(x.dtype).unsqueeze(-1) * self.dt
+        if self.reference.times is None:
+            t = k.to(x.dtype).unsqueeze(-1) * self.dt
+        else:
+            t = self.reference.grid_like(x)[k].unsqueeze(-1)
         return torch.cat([x, t] if condition is None else [x, t, condition.to(x.dtype)], dim=-1)
 
     def transition_reward(

@@ -29,6 +29,7 @@ class Paths:
         condition: (B, cond_dim) the paths' conditions (conditional targets), else None.
         log_pf: (B, T) forward log-probabilities recorded while sampling (reparameterised paths and
             kernels that are not Gaussian), else None: ``score`` evaluates them.
+        times: (T + 1,) the time grid the paths were drawn on (in the states' dtype and device).
     """
 
     states: torch.Tensor
@@ -37,6 +38,7 @@ class Paths:
     log_r_states: torch.Tensor | None = None
     condition: torch.Tensor | None = None
     log_pf: torch.Tensor | None = None
+    times: torch.Tensor | None = None
 
 
 @dataclass

@@ -28,7 +28,7 @@ class ReferenceKernel:
         self.c = c if isinstance(c, float) else c.float()
         self.v = v if isinstance(v, float) else v.float()
 
-    def context(self, condition=None):
+    def context(self, condition=None, reference=None):
         return None
 
     def _at(self, coef, step):
@@ -37,7 +37,7 @@ class ReferenceKernel:
     def transition(self, x, step, ctx, score=None):
         return self._at(self.c, step) * x, self._at(self.v, step)
 
-    def fixed_std(self, extra_std=0.0):
+    def fixed_std(self, extra_std=0.0, ctx=None):
         return None
 
 
@@ -49,7 +49,7 @@ class WalkKernel:
     def __init__(self, b: float):
         self.b = b
 
-    def context(self, condition=None):
+    def context(self, condition=None, reference=None):
         return None
 
     def sample(self, x, step, ctx, generator):

@@ -148,7 +148,7 @@ class HeadKernel:
     def __init__(self, mdp: DiffusionMDP, head: PolicyHead):
         self.mdp, self.head = mdp, head
 
-    def context(self, condition: torch.Tensor | None = None):
+    def context(self, condition: torch.Tensor | None = None, reference=None):
         return condition
 
     def sample(self, x: torch.Tensor, step: int, ctx, generator) -> tuple[torch.Tensor, torch.Tensor]:
