@@ -13,6 +13,7 @@ then the per-trajectory context ``embed_time(t) + embed_condition(c)``.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -76,6 +77,7 @@ class JointNet(nn.Module):
         last = nn.Linear(hidden_dim, out_dim)
         layers.append(_zero_(last) if zero_init else last)
         self.joint = nn.Sequential(*layers)
+        self._linears = tuple(self.joint[1:-1:2])  # the hidden Linear layers (not registered twice)
 
     def embed_time(self, t: torch.Tensor) -> torch.Tensor:
         """Time embedding with the state encoder's bias folded in: ``(..., hidden)``."""
@@ -98,11 +100,98 @@ class JointNet(nn.Module):
     def last(self) -> nn.Linear:
         return self.joint[-1]
 
+    # --- a rollout's forward passes, recorded and replayed (``ActivationRecord``) --------------------------
+
+    def forward_recorded(self, x: torch.Tensor, t_emb: torch.Tensor, record: ActivationRecord, step: int):
+        """``forward`` of one sampling step (``x`` (n, d)), writing its pre-activations into ``record`` at
+        ``step``: the same operations as ``forward``, so the same values."""
+        linears = self._linears
+        z = record.slots(len(linears) + 1, x.shape[0], self.last.in_features, x)
+        h = torch.addmm(t_emb, x, self.state_encoder.weight.t(), out=z[0][step])
+        for i, layer in enumerate(linears):
+            h = torch.addmm(layer.bias, F.gelu(h), layer.weight.t(), out=z[i + 1][step])
+        if step == 0:
+            record.versions = _versions(self)
+        return self.last(F.gelu(h))
+
+    def hidden_replayed(self, x: torch.Tensor, t_emb: torch.Tensor, record: ActivationRecord | None):
+        """``hidden(x, t_emb)`` of whole paths ``x`` (B, T, d) from a rollout's ``record`` when it holds them
+        (the same batch, and the parameters unchanged since), else computed. Replayed, the forward pass
+        costs nothing and the backward pass is ``RecordedHidden``'s."""
+        if record is None or not record.matches(self, x):
+            return self.hidden(x, t_emb)
+        params = [self.state_encoder.weight] + [p for layer in self._linears for p in (layer.weight, layer.bias)]
+        return RecordedHidden.apply(x, t_emb, record.z, *params)
+
+    def forward_replayed(self, x: torch.Tensor, t_emb: torch.Tensor, record: ActivationRecord | None):
+        """``forward`` of whole paths, replayed from ``record`` where it can be (see ``hidden_replayed``)."""
+        if record is None or not record.matches(self, x):
+            return self.forward(x, t_emb)
+        return self.last(self.hidden_replayed(x, t_emb, record))
+
     def _encode(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
         w = self.state_encoder.weight
         if x.dim() == 2 and t_emb.dim() <= 2:
             return torch.addmm(t_emb, x, w.t())  # one fused op per sampling step
         return torch.nn.functional.linear(x, w) + t_emb
+
+
+def _versions(module: nn.Module) -> tuple[int, ...]:
+    return tuple(p._version for p in module.parameters())
+
+
+class ActivationRecord:
+    """The pre-activations ``z[i]`` (T, n, hidden) of a ``JointNet``'s layers over a rollout, time-major.
+
+    A training step samples paths without autograd, then evaluates the same network at the same states
+    with autograd to score them: replaying the recorded pre-activations (``JointNet.hidden_replayed``)
+    saves that second forward pass. A record is used only for the batch it was made on and while the
+    parameters are unchanged (their version counters, which every in-place update bumps)."""
+
+    def __init__(self, num_steps: int):
+        self.num_steps = num_steps
+        self.z: list[torch.Tensor] | None = None
+        self.versions: tuple[int, ...] | None = None
+
+    def slots(self, layers: int, n: int, hidden: int, like: torch.Tensor) -> list[torch.Tensor]:
+        if self.z is None:
+            self.z = [like.new_empty(self.num_steps, n, hidden) for _ in range(layers)]
+        return self.z
+
+    def matches(self, net: nn.Module, x: torch.Tensor) -> bool:
+        return (
+            self.z is not None
+            and tuple(x.shape[:2]) == (self.z[0].shape[1], self.num_steps)
+            and self.versions == _versions(net)
+        )
+
+
+class RecordedHidden(torch.autograd.Function):
+    """``JointNet.hidden`` of whole paths from recorded pre-activations: the forward pass reads them, the
+    backward pass is the one autograd would run (GELU and linear backward, batched over all B T rows)."""
+
+    @staticmethod
+    def forward(ctx, x, t_emb, z_time_major, w_enc, *layer_params):
+        zs = [z.transpose(0, 1).contiguous() for z in z_time_major]  # (B, T, hidden), batch-major
+        ctx.save_for_backward(x, *layer_params, *zs)
+        ctx.n_layers, ctx.emb_shape = len(layer_params) // 2, t_emb.shape
+        return F.gelu(zs[-1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        saved, n = ctx.saved_tensors, ctx.n_layers
+        x, params, zs = saved[0], saved[1 : 1 + 2 * n], saved[1 + 2 * n :]
+        h = zs[0].shape[-1]
+        g = torch.ops.aten.gelu_backward(grad, zs[-1])
+        layer_grads: list = []
+        for i in range(n, 0, -1):  # z_i = gelu(z_{i-1}) W_i^T + b_i
+            w = params[2 * (i - 1)]
+            g2, a2 = g.reshape(-1, h), F.gelu(zs[i - 1]).reshape(-1, h)
+            layer_grads = [g2.t().mm(a2), g2.sum(0)] + layer_grads
+            g = torch.ops.aten.gelu_backward(g.matmul(w), zs[i - 1])
+        grad_w_enc = g.reshape(-1, h).t().mm(x.reshape(-1, x.shape[-1]))
+        grad_emb = g.sum_to_size(ctx.emb_shape) if ctx.needs_input_grad[1] else None
+        return (None, grad_emb, None, grad_w_enc, *layer_grads)
 
 
 class LangevinScaleNet(nn.Module):

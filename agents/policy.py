@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from diffsampler.agents.networks import JointNet, LangevinScaleNet
+from diffsampler.agents.networks import ActivationRecord, JointNet, LangevinScaleNet
 from diffsampler.agents.parametrisations import PARAMETRISATIONS
 from diffsampler.envs import process
 from diffsampler.envs.engine import AffineDrift
@@ -45,12 +45,14 @@ class Coefs(NamedTuple):
 
 class Context(NamedTuple):
     """The policy's ``context``: time embeddings (T, hidden), Langevin scales (T, .) or None, condition
-    embeddings (B, hidden) or None, and the coefficients of a grid other than the policy's own (or None)."""
+    embeddings (B, hidden) or None, the coefficients of a grid other than the policy's own (or None), and
+    the network's activation record (``agents.networks.ActivationRecord``, or None)."""
 
     t_emb: torch.Tensor
     scale: torch.Tensor | None
     c_emb: torch.Tensor | None
     coefs: Coefs | None
+    record: ActivationRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -174,14 +176,19 @@ class DiffusionPolicy(nn.Module):
         """``(B, hidden)`` embeddings of the trajectories' conditions, to add to the time embedding."""
         return None if condition is None else self.net.embed_condition(condition)
 
-    def context(self, condition: torch.Tensor | None = None, reference: Reference | None = None) -> Context:
+    def context(self, condition=None, reference: Reference | None = None, record=None) -> Context:
         """What depends on time and the condition only. ``reference``: the MDP's reference, whose time grid
         may differ from the policy's own (a random training grid, evaluation with another T): its times
-        and per-step coefficients are then computed here (``coefs``); None for the policy's own."""
+        and per-step coefficients are then computed here (``coefs``); None for the policy's own.
+        ``record``: the engine's ``new_record()`` to fill while sampling, or a filled one to replay."""
         coefs, times = None, self.times
         if reference is not None and not reference.same_as(self.reference):
             coefs, times = self._coefs_of(reference), reference.grid_like(self.times)
-        return Context(*self.time_features(times[:-1]), self.embed_condition(condition), coefs)
+        return Context(*self.time_features(times[:-1]), self.embed_condition(condition), coefs, record)
+
+    def new_record(self, num_steps: int) -> ActivationRecord:
+        """A record of the network's activations over a rollout of ``num_steps``, replayed by ``score``."""
+        return ActivationRecord(num_steps)
 
     def _coefs_of(self, reference: Reference) -> Coefs:
         """The parametrisation's coefficients on ``reference`` (its grid), on the policy's device."""
@@ -195,8 +202,10 @@ class DiffusionPolicy(nn.Module):
     def transition(self, x, step: int | None, ctx: Context, score=None):
         """Mean and variance of ``p_F(. | x)`` at step ``step`` (``x`` (n, d)), or at every step
         (``step=None``, ``x`` (B, T, d)); ``ctx`` from ``context``; ``score``: the clipped score (LP)."""
-        t_emb, scale, c_emb, coefs = ctx
+        t_emb, scale, c_emb, coefs, record = ctx
         extra = {} if coefs is None else {"coefs": coefs}
+        if record is not None:
+            extra["record"] = record
         if step is None:
             emb = t_emb if c_emb is None else t_emb + c_emb.unsqueeze(1)
             return self.kernel(x, emb, scale, score, **extra)
@@ -217,14 +226,15 @@ class DiffusionPolicy(nn.Module):
         """The kernel over all steps as ``N(a x + g clip(h W^T + b), v)`` (``h``: the network's last hidden
         features), for the engine's fused evaluation; None with LP or a learned variance, or for a
         subclass with its own kernel."""
-        t_emb, scale, c_emb, _ = ctx
+        t_emb, scale, c_emb, _, record = ctx
         if scale is not None or self.config.learn_variance or type(self).kernel is not DiffusionPolicy.kernel:
             return None
         emb = t_emb if c_emb is None else t_emb + c_emb.unsqueeze(1)
         last = self.net.last
         c = self._own_coefs(ctx)
         a, g, v = (self._at(coef, None) for coef in (c.mean_coef, c.drift_coef, c.base_var))
-        return AffineDrift(self.net.hidden(x, emb), last.weight, last.bias, a, g, v, self.config.clip_output)
+        hidden = self.net.hidden_replayed(x, emb, record)
+        return AffineDrift(hidden, last.weight, last.bias, a, g, v, self.config.clip_output)
 
     @staticmethod
     def _at(coef, step):
@@ -233,12 +243,13 @@ class DiffusionPolicy(nn.Module):
             return coef
         return coef.unsqueeze(-1) if step is None else coef[step]
 
-    def kernel(self, x, t_emb, lgv_scale=None, score=None, step: int | None = None, coefs: Coefs | None = None):
+    def kernel(self, x, t_emb, lgv_scale=None, score=None, step=None, coefs: Coefs | None = None, record=None):
         """Mean and variance of ``p_F(. | x)``; variance is a float unless learned or per-step.
 
         ``step``: the step index k when ``x`` is ``(n, d)`` at one time; None when ``x`` is
         ``(B, T, d)`` over all steps (or the coefficients are the same at every step, as on the bridge).
         ``coefs``: the per-step coefficients of another time grid (default: the policy's own).
+        ``record``: an ``ActivationRecord`` written at each step and replayed over whole paths.
         """
         mean_coef, drift_coef, base_var, score_weight = coefs or (
             self.mean_coef,
@@ -246,7 +257,12 @@ class DiffusionPolicy(nn.Module):
             self.base_var,
             self.score_weight,
         )
-        out = self.net(x, t_emb)
+        if record is None:
+            out = self.net(x, t_emb)
+        elif step is None:
+            out = self.net.forward_replayed(x, t_emb, record)
+        else:
+            out = self.net.forward_recorded(x, t_emb, record, step)
         drift = out[..., : self.dim]
         if self.langevin_scale is not None:
             if score_weight is not None:  # DIS: the interpolated score relative to the reference's

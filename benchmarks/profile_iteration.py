@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     print("\n| class | share of wall | ms/iteration |\n|---|---|---|")
     for cls, us in sorted(by_class.items(), key=lambda kv: -kv[1]):
         print(f"| {cls} | {100 * us / wall_us:.1f}% | {us / 1000 / args.iterations:.1f} |")
-    print(f"\n| top operators (self CPU) | calls/it | ms/it |\n|---|---|---|")
+    print("\n| top operators (self CPU) | calls/it | ms/it |\n|---|---|---|")
     for us, count, key in sorted(ops, reverse=True)[: args.top]:
         print(f"| {key} | {count / args.iterations:.0f} | {us / 1000 / args.iterations:.2f} |")
     if args.json:

@@ -144,7 +144,11 @@ def rollout(
 
 def _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states, reparam) -> Paths:
     T, d, device = mdp.num_steps, mdp.dim, mdp.device
-    ctx = kernel.context(condition, mdp.reference)
+    # A kernel may record what its evaluations compute while sampling, for ``score`` to replay.
+    record = kernel.new_record(T) if hasattr(kernel, "new_record") and kernel.gaussian and not reparam else None
+    ctx = (
+        kernel.context(condition, mdp.reference) if record is None else kernel.context(condition, mdp.reference, record)
+    )
     reward = mdp.bind(condition)
     gaussian, langevin = kernel.gaussian, kernel.score_clip is not None
     noise = std = None
@@ -194,7 +198,8 @@ def _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states,
     elif need_log_r_states:  # all intermediate log-rewards in one batched call
         log_r_states = _states_rewards(mdp, states_t[:, :-1].detach(), condition, None)[0]
     log_r = mdp.log_reward(x, condition)
-    return Paths(states_t, log_r, scores, log_r_states, condition, recorded, mdp.reference.grid_like(states_t))
+    times = mdp.reference.grid_like(states_t)
+    return Paths(states_t, log_r, scores, log_r_states, condition, recorded, times, record)
 
 
 def rollout_backward(
@@ -260,7 +265,9 @@ def score(
     states, condition = paths.states, paths.condition
     log_pf = paths.log_pf
     if log_pf is None:
-        log_pf = _path_log_pf(kernel, states, kernel.context(condition, mdp.reference), paths.scores)
+        ref, record = mdp.reference, paths.record
+        ctx = kernel.context(condition, ref) if record is None else kernel.context(condition, ref, record)
+        log_pf = _path_log_pf(kernel, states, ctx, paths.scores)
     log_pb = _path_log_pb(mdp, states, condition, backward)
     return Trajectories(states, log_pf, log_pb, paths.log_r, None, condition_index)
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -30,6 +31,8 @@ class Paths:
         log_pf: (B, T) forward log-probabilities recorded while sampling (reparameterised paths and
             kernels that are not Gaussian), else None: ``score`` evaluates them.
         times: (T + 1,) the time grid the paths were drawn on (in the states' dtype and device).
+        record: what the sampling kernel recorded of its evaluations (``new_record``), for ``score`` to
+            replay; opaque to the engine.
     """
 
     states: torch.Tensor
@@ -39,6 +42,7 @@ class Paths:
     condition: torch.Tensor | None = None
     log_pf: torch.Tensor | None = None
     times: torch.Tensor | None = None
+    record: Any = None
 
 
 @dataclass
