@@ -7,6 +7,7 @@ import math
 import warnings
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
@@ -161,3 +162,24 @@ def test_env_ids_pass_the_gymnasium_and_sb3_checkers(env_id):
     env = gym.make(env_id, num_steps=3)
     obs, _ = env.reset(seed=0)
     assert obs.shape == (make_target(env_id.split("-")[1].lower()).dim + 1,)
+
+
+def test_zero_com_gaussian_noise_and_density():
+    from scipy import stats
+
+    from diffsampler.envs.zero_com import subspace_dim, zero_com_log_normal, zero_com_randn
+
+    n, sd, m = 4, 2, 200_000
+    eps = zero_com_randn((m, n * sd), n, sd, torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(eps.reshape(m, n, sd).mean(1), torch.zeros(m, sd, dtype=torch.float64))
+    proj = torch.eye(n * sd, dtype=torch.float64) - torch.kron(torch.ones(n, n) / n, torch.eye(sd)).double()
+    cov = eps.T @ eps / m  # the covariance of P eps is P: 1 - 1/n, -1/n, and 0 across coordinates
+    assert (cov - proj).abs().max() < 5 * math.sqrt(2 / m)
+    # density on V: a (n - 1) D dimensional isotropic Gaussian in an orthonormal basis of V
+    basis = torch.linalg.svd(proj).U[:, : subspace_dim(n, sd)]
+    mean = zero_com_randn((n * sd,), n, sd, torch.Generator().manual_seed(1), dtype=torch.float64)
+    x = mean + 1.3 * eps[:5]
+    expected = stats.multivariate_normal(cov=1.3**2 * np.eye(6)).logpdf(((x - mean) @ basis).numpy())
+    np.testing.assert_allclose(zero_com_log_normal(x, mean, 1.3**2, n, sd).numpy(), expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="got \\(3, 7\\)"):
+        zero_com_randn((3, 7), n, sd)
