@@ -12,20 +12,23 @@ The three metrics of the particle-system benchmarks (Klein et al. 2023; DEM, Akh
 These are W2 values, not squares. DEM's code reports ``ot.emd2_1d`` (squared W2) as "energy W2" and
 "distance W2", and for "Eq-W2" an OT cost of *unsquared* aligned distances: compare with care.
 
-Alignment. For a fixed permutation the best orthogonal map is Kabsch's (SVD of the 2 x 2 or 3 x 3
-cross-covariance, batched over all pairs with ``torch.linalg.svdvals``; the aligned squared distance is
-``|x|^2 + |y|^2 - 2 * sum of singular values``, the last one negated for proper rotations when the
-determinant is negative). The joint minimum over permutations is exact by enumeration when
-``n! <= 720`` (n <= 6: DW-4 has 24 permutations, all evaluated batched). Above that it is a heuristic
-and an upper bound: a first assignment (Hungarian, ``scipy.optimize.linear_sum_assignment``, one call
-per pair in a Python loop) of rotation-invariant particle descriptors (sorted distances to the other
-particles), then ``icp_rounds`` rounds of Kabsch followed by a Hungarian assignment on the superposed
-coordinates, keeping the best (each step cannot increase the cost). An exact copy up to symmetry
-(generic configuration) gets cost 0.
+Alignment. For a fixed permutation the best orthogonal map is Kabsch's: with ``h = y^T x`` (D x D) the
+aligned squared distance is ``|x|^2 + |y|^2 - 2 (s_1 + ... + s_D)``, ``s`` the singular values of ``h``
+(the last one negated for proper rotations when ``det h < 0``), batched over all pairs: in closed form
+for D = 2 (``(s_1 + s_2)^2 = |h|_F^2 + 2 |det h|``), ``torch.linalg.svdvals`` otherwise. The joint
+minimum over permutations is exact by enumeration when ``n! <= 720`` (n <= 6: DW-4's 24 permutations,
+all cross-covariances of a block of pairs in one matrix product). Above that it is a heuristic and an
+upper bound: a first assignment (Hungarian, ``scipy.optimize.linear_sum_assignment``, one call per pair
+in a Python loop) of rotation-invariant particle descriptors (sorted distances to the other particles),
+then ``icp_rounds`` rounds of Kabsch followed by a Hungarian assignment on the superposed coordinates,
+keeping the best (no step can increase the cost). An exact copy up to symmetry (generic configuration)
+gets cost 0; on DW-4 reference samples the heuristic's W2 is within 1e-4 of the exact one.
 
-Cost: ``len(x) * len(y)`` alignments. 500 x 500 takes about 3 s for DW-4 (exact) and about 15 s for
-LJ-13 (2 Hungarian calls per pair) on one busy CPU thread; it grows with the product, so 2,000 x 2,000
-is 16 times that. ``equivariant_w2`` therefore uses the first ``n_samples`` (default 500) of each set.
+Cost: ``len(x) * len(y)`` alignments. Measured on one CPU thread for 500 x 500 reference samples: DW-4
+1.4 s (exact; the heuristic 3.3 s), LJ-13 10 s (two Hungarian calls per pair). It grows with the
+product: 2,000 x 2,000 is 16 times that (about 3 min for LJ-13), hence ``n_samples`` (default 500).
+Noise floor: two disjoint 500-sample subsets of the same reference set are 0.41 (DW-4) and 1.45
+(LJ-13) apart in equivariant W2; at 2,000 samples energy W2 is 0.10 / 0.55 and distance W2 0.025 / 0.010.
 """
 
 from __future__ import annotations
