@@ -30,10 +30,12 @@ exactly for samples of ``exp(-E)`` on the zero-centre-of-mass subspace and fails
       E(x) = (1/tau) [ eps sum_{i != j} ((r_m / r_ij)^12 - 2 (r_m / r_ij)^6) + (c/2) sum_i |x_i - x_com|^2 ],  c = 1.
 
   The LJ sum runs over *ordered* pairs, i.e. twice the usual cluster energy (``pair_factor=2``): this is
-  DEM's code (``energy_factor=1`` on bgflow's ordered-pair distances; DEM issue #2: their appendix's
-  ``1/2`` and ``c = 0.5`` are typos, the code matches the Klein et al. data). Checked here: on DEM's
-  ``test_split_LJ13-1000.npy`` the Stein statistic is 36.0 +- 0.6 for this energy (target 36) and
-  27.0 +- 0.3 for bgflow's ``sum_{i<j}`` (``pair_factor=1``); the data's mean energy is -43.1.
+  DEM's code (``energy_factor=1`` on bgflow's ordered-pair distances). Its paper's appendix writes
+  ``eps/(2 tau) sum_{i,j}`` and ``c = 0.5``, exactly half of this energy (the same law at tau = 1/2);
+  in DEM issue #2 the authors call that a typo and say the code's form is the one that matches the
+  Klein et al. data. Checked here: on DEM's ``test_split_LJ13-1000.npy`` the Stein statistic is
+  36.0 +- 0.6 for this energy (target 36), 27.0 +- 0.3 for bgflow's ``sum_{i<j}`` with c = 1
+  (``pair_factor=1``) and 18.0 for the half energy; the data's mean energy is -43.1.
 
 Overlapping particles: LJ diverges as ``r -> 0`` (and ``inf - inf`` = NaN at ``r = 0``). For
 ``r < r_soft = soft_core * r_m`` (default 0.7) the pair term is continued linearly with the slope it has at
