@@ -64,6 +64,10 @@ REGISTRY: dict[str, TargetSpec] = {
     "lgcp": TargetSpec("lgcp:lgcp_pines", "LGCP", {"lgcp": {}}, data=True),
     "lgcp_synthetic": TargetSpec("lgcp:lgcp_synthetic", "LGCPSynthetic", {"lgcp-synthetic": {}}),
     "vae": TargetSpec("vae:vae", "VAE", {"vae": {}}, conditional=True, data=True),
+    # particle systems (envs/targets/particles.py); no short names yet: not in the benchmark's columns
+    "dw4": TargetSpec("particles:DW4", "DW4"),
+    "lj13": TargetSpec("particles:LJ13", "LJ13"),
+    "lj55": TargetSpec("particles:LJ55", "LJ55"),
 }
 
 ENV_IDS = [spec.env_id for spec in REGISTRY.values()]
