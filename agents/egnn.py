@@ -27,7 +27,7 @@ or ``x`` ``(B, T, d)`` and ``t_emb`` ``(T, hidden)`` or ``(B, T, hidden)``: all 
 Unlike JointNet the output is no affine map of per-row hidden features, so there is no ``hidden`` /
 ``last``: the policy's fused fixed-variance path (``affine_drift``) does not apply to it.
 
-With a zero-centre-of-mass process (``envs.zero_com``) the drift is already in the subspace; the
+With a zero-centre-of-mass process (``envs.targets.zero_com``) the drift is already in the subspace; the
 per-particle log-variance is not an isotropic variance there, so keep the variance fixed (or one per
 row) on that process.
 
@@ -166,3 +166,38 @@ def egnn_factory(n_particles: int, spatial_dim: int):
     """A constructor with ``JointNet``'s signature ``(dim, out_dim, hidden_dim, harmonics, joint_layers,
     zero_init, cond_dim)`` building an ``EGNN`` for this particle system."""
     return functools.partial(EGNN, n_particles=n_particles, spatial_dim=spatial_dim)
+
+
+class ReducedCoordinates(nn.Module):
+    """A particle network on the coordinates ``z`` of a ``ZeroCoMTarget`` (its zero-centre-of-mass
+    subspace): ``z -> from_particles(net(to_particles(z)))``, ``JointNet``'s call interface. The EGNN's drift
+    lies in the subspace, so this is the same drift expressed in ``z``."""
+
+    def __init__(self, net: EGNN, target):
+        super().__init__()
+        self.net, self.target = net, target
+
+    def embed_time(self, t: torch.Tensor) -> torch.Tensor:
+        return self.net.embed_time(t)
+
+    def embed_condition(self, condition: torch.Tensor) -> torch.Tensor:
+        return self.net.embed_condition(condition)
+
+    def forward(self, z: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
+        return self.target.from_particles(self.net(self.target.to_particles(z), t_emb))
+
+
+def particle_network(target, hidden_dim: int, harmonics: int, layers: int, out_scale: int, cond_dim=None):
+    """The EGNN drift of a particle target (``out_scale`` 1: drift only, 2: drift and log-variance), wrapped
+    in ``ReducedCoordinates`` for a zero-centre-of-mass target. A clear error for other targets."""
+    base = getattr(target, "base", target)
+    if not hasattr(base, "n_particles"):
+        raise ValueError(f"network 'egnn' needs a particle target (n_particles, spatial_dim), got {target!r}")
+    n, sd = base.n_particles, base.spatial_dim
+    if base is not target and out_scale != 1:
+        raise ValueError(
+            "a learned per-particle variance has no isotropic density on the zero-centre-of-mass subspace: "
+            "use a fixed variance (learn_variance=false) or the full space (zero_com=false)"
+        )
+    net = EGNN(n * sd, out_scale * n * sd, hidden_dim, harmonics, layers, True, cond_dim, n_particles=n, spatial_dim=sd)
+    return net if base is target else ReducedCoordinates(net, target)

@@ -113,7 +113,7 @@ class GFlowNetAgent(nn.Module):
         if cond_dim is not None:
             self._check_conditional(config)
             self.conditions = self.target.conditions.to(mdp.device)
-        self.policy = DiffusionPolicy(mdp.dim, mdp.num_steps, mdp.t_scale, c, mdp.reference, cond_dim)
+        self.policy = DiffusionPolicy(mdp.dim, mdp.num_steps, mdp.t_scale, c, mdp.reference, cond_dim, mdp.target)
         self.log_z = None
         if self.objective.needs == "log_z":
             self.log_z = LogZ() if cond_dim is None else ConditionalLogZ(cond_dim, c.hidden_dim)

@@ -205,7 +205,9 @@ def summarize(
     ``log_w`` must be a single batch (B,) of forward log-weights; ``x`` the corresponding samples.
     The benchmark-suite keys (Blessing et al. 2024): ``sinkhorn`` and ``mmd`` (``sample_metrics``, model ``x``
     against ``exact``, defaults there), ``forward_ess`` (``weight_metrics.forward_ess`` of ``log_w_backward``, with
-    ``log_z_true`` when known) and ``reverse_ess`` (of ``log_w``, equal to ``ess``).
+    ``log_z_true`` when known) and ``reverse_ess`` (of ``log_w``, equal to ``ess``). For a particle target,
+    ``energy_w2``, ``distance_w2`` and ``equivariant_w2`` against its reference samples
+    (``particle_metrics.evaluate_particles``).
     """
     # Imported here: weight_metrics builds on this module.
     from diffsampler.agents import sample_metrics, weight_metrics
@@ -234,4 +236,8 @@ def summarize(
         out["manywell_mode_error"] = manywell_mode_error(x, exact) if both else None
     if isinstance(target, (GaussianMixture, StudentTMixture, Manywell)):
         out["emc"] = None if x is None else sample_metrics.emc(x, target)
+    if hasattr(getattr(target, "base", target), "n_particles") and x is not None:
+        from diffsampler.agents.particle_metrics import evaluate_particles
+
+        out |= evaluate_particles(x, target)
     return out

@@ -237,3 +237,18 @@ class ConditionalLogZ(nn.Module):
     def forward(self, condition: torch.Tensor) -> torch.Tensor:
         """``(B, cond_dim) -> (B,)``."""
         return self.mlp(condition).squeeze(-1)
+
+
+def _mlp(config, target, dim: int, out_scale: int, cond_dim) -> JointNet:
+    return JointNet(dim, out_scale * dim, config.hidden_dim, config.harmonics, config.joint_layers, True, cond_dim)
+
+
+def _egnn(config, target, dim: int, out_scale: int, cond_dim):
+    from diffsampler.agents.egnn import particle_network
+
+    return particle_network(target, config.egnn_hidden, config.harmonics, config.egnn_layers, out_scale, cond_dim)
+
+
+# ``PolicyConfig.network`` -> (policy config, target, dim, out_scale, cond_dim) -> the drift network, with
+# JointNet's interface (out_scale 1: the drift; 2: drift and log-variance).
+NETWORKS = {"mlp": _mlp, "egnn": _egnn}

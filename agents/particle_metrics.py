@@ -208,3 +208,17 @@ def particle_summary(
         "distance_w2": distance_w2(x_model, x_ref, target),
         "equivariant_w2": equivariant_w2(x_model, x_ref, target, n_equivariant),
     }
+
+
+def evaluate_particles(x: torch.Tensor, target, n_equivariant: int = 500) -> dict[str, float]:
+    """``particle_summary`` of model samples ``x`` of a particle target (a ``ParticleTarget``, or a
+    ``ZeroCoMTarget``, whose samples are mapped back to particle coordinates) against as many of its
+    reference samples (``agents.particle_reference``, generated and cached on first use). The equivariant
+    W2 uses the first ``n_equivariant`` of each (its alignment is quadratic in the sample count)."""
+    from diffsampler.agents.particle_reference import PROTOCOLS, reference_samples
+
+    base = getattr(target, "base", target)
+    full = target.to_particles(x) if base is not target else x
+    name = base.reference_name
+    ref = reference_samples(name, min(full.shape[0], PROTOCOLS[name].n_samples)).to(full.device, full.dtype)
+    return particle_summary(full.detach(), ref, base, n_equivariant)

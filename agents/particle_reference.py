@@ -160,7 +160,7 @@ def reference_samples(
     if path.is_file():
         samples = torch.load(path, map_location="cpu", weights_only=True)["samples"]
     else:
-        run = run_reference_chains(make_target(name), protocol)
+        run = run_reference_chains(make_target(name, zero_com=False), protocol)
         flat = run.samples.reshape(-1, run.samples.shape[-1])
         perm = torch.randperm(len(flat), generator=torch.Generator().manual_seed(protocol.seed))
         samples = flat[perm].to(torch.float32).contiguous()

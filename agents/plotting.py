@@ -35,7 +35,11 @@ def projections(target: Target) -> list[tuple[int, int]]:
 
 
 def plot_samples(target: Target, samples: dict[str, torch.Tensor], path: str, title: str = "") -> None:
-    """Scatter each named sample set (e.g. model, exact, buffer) on each projection; save to ``path``."""
+    """Scatter each named sample set (e.g. model, exact, buffer) on each projection; save to ``path``.
+    Particle targets get histograms of energies and interatomic distances instead (``plot_particles``)."""
+    if hasattr(getattr(target, "base", target), "n_particles"):
+        plot_particles(target, samples, path, title)
+        return
     pairs = projections(target)
     fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 5), squeeze=False)
     bounds = target.plot_bounds or (-5.0, 5.0)
@@ -83,4 +87,33 @@ def plot_conditional_samples(target, conditions: torch.Tensor, x: torch.Tensor, 
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_particles(target, samples: dict[str, torch.Tensor], path: str, title: str = "") -> None:
+    """Overlaid histograms of the energies and of all interatomic distances of each named sample set and of
+    the target's reference samples (``agents.particle_reference``), for a particle target (or its
+    zero-centre-of-mass coordinates, mapped back to particles)."""
+    from diffsampler.agents.particle_reference import PROTOCOLS, reference_samples
+
+    base = getattr(target, "base", target)
+    sets = {"reference": reference_samples(base.reference_name, min(2000, PROTOCOLS[base.reference_name].n_samples))}
+    for name, x in samples.items():
+        if x is not None:
+            x = x.detach().cpu().float()
+            sets[name] = target.to_particles(x) if base is not target else x
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), squeeze=False)
+    with torch.no_grad():
+        energies = {name: -base.log_reward(x) * base.tau for name, x in sets.items()}
+        distances = {name: base.pair_distances(x).flatten() for name, x in sets.items()}
+    for ax, values, label in ((axes[0, 0], energies, "energy"), (axes[0, 1], distances, "interatomic distance")):
+        finite = torch.cat([v[torch.isfinite(v)] for v in values.values()])
+        lo, hi = (float(q) for q in torch.quantile(finite[:200_000], torch.tensor([0.005, 0.995])))
+        for name, v in values.items():
+            ax.hist(v.clamp(lo, hi).numpy(), bins=80, range=(lo, hi), density=True, histtype="step", label=name)
+        ax.set_xlabel(label)
+    axes[0, 0].legend(loc="upper right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)

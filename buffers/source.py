@@ -167,7 +167,9 @@ class BufferSource:
             return None
         if self.schedule.refreshes(iteration, self.ls_buffer is not None and len(self.ls_buffer) == 0):
             self.refresh(iteration, generator)
-        buffer = self.replay if self.ls_buffer is None else self.ls_buffer
+        # The replay buffer itself when there is no local search, or while it has kept no state (every
+        # proposal of its first calls rejected).
+        buffer = self.replay if self.ls_buffer is None or len(self.ls_buffer) == 0 else self.ls_buffer
         if self.conditions is None:
             return Batch(buffer.sample(self.batch_size, generator)[0])
         x, _, index = buffer.sample_with_index(self.batch_size // self.repeats, generator)

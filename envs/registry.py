@@ -65,9 +65,10 @@ REGISTRY: dict[str, TargetSpec] = {
     "lgcp_synthetic": TargetSpec("lgcp:lgcp_synthetic", "LGCPSynthetic", {"lgcp-synthetic": {}}),
     "vae": TargetSpec("vae:vae", "VAE", {"vae": {}}, conditional=True, data=True),
     # particle systems (envs/targets/particles.py); no short names yet: not in the benchmark's columns
-    "dw4": TargetSpec("particles:DW4", "DW4"),
-    "lj13": TargetSpec("particles:LJ13", "LJ13"),
-    "lj55": TargetSpec("particles:LJ55", "LJ55"),
+    # Particle systems, by default in coordinates of their zero-centre-of-mass subspace (zero_com=False: R^(nD)).
+    "dw4": TargetSpec("zero_com:dw4", "DW4", {"dw4": {}}),
+    "lj13": TargetSpec("zero_com:lj13", "LJ13", {"lj13": {}}),
+    "lj55": TargetSpec("zero_com:lj55", "LJ55", {"lj55": {}}),
 }
 
 ENV_IDS = [spec.env_id for spec in REGISTRY.values()]

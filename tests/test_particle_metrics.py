@@ -52,7 +52,7 @@ def test_w2_1d_is_the_quantile_formula():
 
 
 def test_energy_w2_shrinks_with_the_sample_size():
-    target = make_target("dw4")
+    target = make_target("dw4", zero_com=False)
     gen = torch.Generator().manual_seed(0)
     square = torch.tensor([0.0, 0, 4, 0, 4, 4, 0, 4], dtype=torch.float64)
 
@@ -67,7 +67,7 @@ def test_energy_w2_shrinks_with_the_sample_size():
 
 
 def test_distance_w2_pools_all_pairs():
-    target = make_target("lj13")
+    target = make_target("lj13", zero_com=False)
     gen = torch.Generator().manual_seed(1)
     x, y = torch.randn(30, 39, generator=gen, dtype=torch.float64), torch.randn(20, 39, generator=gen).double()
 
@@ -110,7 +110,7 @@ def test_exact_alignment_matches_brute_force_and_bounds_the_heuristic():
 
 @pytest.mark.parametrize("name", ["dw4", "lj13"])
 def test_equivariant_w2_is_zero_for_a_symmetric_copy(name):
-    target = make_target(name)
+    target = make_target(name, zero_com=False)
     n, sd = target.n_particles, target.spatial_dim
     gen = torch.Generator().manual_seed(3)
     x = 1.5 * torch.randn(40, target.dim, generator=gen, dtype=torch.float64)
@@ -124,7 +124,7 @@ def test_equivariant_w2_is_zero_for_a_symmetric_copy(name):
 
 
 def test_summary_and_bad_input():
-    target = make_target("dw4")
+    target = make_target("dw4", zero_com=False)
     gen = torch.Generator().manual_seed(4)
     x, y = 2 * torch.randn(50, 8, generator=gen), 2 * torch.randn(60, 8, generator=gen)
     summary = particle_summary(x, y, target, n_equivariant=20)

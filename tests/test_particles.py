@@ -45,10 +45,12 @@ class LJ3(LennardJonesCluster):
 
 def test_registry_and_shapes():
     for name, cls, n, sd in [("dw4", DW4, 4, 2), ("lj13", LJ13, 13, 3), ("lj55", LJ55, 55, 3)]:
-        target = make_target(name)
+        target = make_target(name, zero_com=False)
         assert isinstance(target, cls) and (cls.n_particles, cls.spatial_dim) == (n, sd)
         assert target.dim == n * sd and target.log_Z is None and not target.has_sampler
         assert target.plot_bounds is not None and target.t_scale > 0
+        reduced = make_target(name)  # the default: coordinates of the zero-centre-of-mass subspace
+        assert isinstance(reduced.base, cls) and reduced.dim == (n - 1) * sd and not reduced.has_sampler
     assert [make_target(n).t_scale for n in NAMES] == [3.0, 0.5, 1.0]
     assert all(i in envs.ENV_IDS for i in IDS)
 
@@ -102,7 +104,7 @@ def random_orthogonal(dim: int, gen: torch.Generator) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_invariance_to_rotations_reflections_translations_permutations(name):
-    target = make_target(name)
+    target = make_target(name, zero_com=False)
     n, sd = target.n_particles, target.spatial_dim
     gen = torch.Generator().manual_seed(0)
     x = 1.5 * torch.randn(16, n, sd, generator=gen, dtype=torch.float64)
@@ -123,7 +125,7 @@ def test_invariance_to_rotations_reflections_translations_permutations(name):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", NAMES)
 def test_overlapping_particles_give_finite_values_and_gradients(name, dtype):
-    target = make_target(name)
+    target = make_target(name, zero_com=False)
     n, sd = target.n_particles, target.spatial_dim
     gen = torch.Generator().manual_seed(1)
     spread = torch.randn(n, sd, generator=gen, dtype=dtype)
@@ -167,7 +169,7 @@ def test_env_ids_pass_the_gymnasium_and_sb3_checkers(env_id):
 def test_zero_com_gaussian_noise_and_density():
     from scipy import stats
 
-    from diffsampler.envs.zero_com import subspace_dim, zero_com_log_normal, zero_com_randn
+    from diffsampler.envs.targets.zero_com import subspace_dim, zero_com_log_normal, zero_com_randn
 
     n, sd, m = 4, 2, 200_000
     eps = zero_com_randn((m, n * sd), n, sd, torch.Generator().manual_seed(0), dtype=torch.float64)

@@ -81,6 +81,7 @@ class ParticleTarget(Target):
 
     n_particles: int
     spatial_dim: int
+    default_network = "egnn"  # the policy's drift network unless configured otherwise
     tau: float = 1.0
 
     def __init__(self, t_scale: float, tau: float):
@@ -121,6 +122,7 @@ class DW4(ParticleTarget):
     """
 
     n_particles, spatial_dim = 4, 2
+    reference_name = "dw4"  # the registry name: agents.particle_reference's protocol
 
     def __init__(self, a=0.0, b=-4.0, c=0.9, d0=4.0, tau=1.0, t_scale=3.0):
         super().__init__(t_scale, tau)
@@ -193,6 +195,7 @@ class LJ13(LennardJonesCluster):
     """
 
     n_particles = 13
+    reference_name = "lj13"
     default_t_scale = 0.5
 
 
@@ -203,4 +206,5 @@ class LJ55(LennardJonesCluster):
     """
 
     n_particles = 55
+    reference_name = "lj55"
     default_t_scale = 1.0
