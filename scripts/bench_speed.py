@@ -34,6 +34,7 @@ from diffsampler.envs.registry import SHORT_NAMES  # noqa: E402
 # The benchmark's short names (``envs.registry``), plus the paper's MNIST VAE from the shared data.
 TARGETS = {name: SHORT_NAMES[name] for name in ("25gmm", "funnel", "manywell8", "manywell32", "manywell128")}
 TARGETS |= {name: SHORT_NAMES[name] for name in ("manywell512", "lgcp", "vae")}  # "vae" reads $DIFFSAMPLER_DATA
+TARGETS |= {name: SHORT_NAMES[name] for name in ("dw4", "lj13")}  # particle systems: the EGNN drift
 TARGETS["vae-mnist"] = (SHORT_NAMES["vae"][0], {"data_path": str(ROOT.parent / "shared" / "data")})
 
 
