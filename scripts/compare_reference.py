@@ -33,25 +33,34 @@ ENERGIES = {
     "manywell128": ("many_well", 128),
     "manywell512": ("many_well", 512),
 }
-DEFAULT_CELLS = [f"{p}:{t}" for p in ("tb", "fl-subtb", "tb-expl-lp", "pis") for t in ENERGIES]
+DEFAULT_CELLS = [f"{p}:{t}" for p in ("tb", "fl-subtb", "tb-expl-lp", "pis") for t in ENERGIES] + ["ls:manywell32"]
 
 
 def ours(preset: str, target: str, iterations: int, threads: int) -> float:
-    code = (
-        "import json, sys; sys.path.insert(0, 'scripts'); from bench_speed import measure; "
-        f"print('JSON', json.dumps(measure({preset!r}, {target!r}, {iterations}, 3, 'cpu', {threads})))"
-    )
+    """Our median ms/iteration (bench_speed's ``measure``); for ``ls``, one local-search call with full
+    buffers (``measure_local_search``)."""
+    if preset == "ls":
+        call, key = f"measure_local_search({target!r}, 'cpu', {threads})", "ls_call_ms"
+    else:
+        call, key = f"measure({preset!r}, {target!r}, {iterations}, 3, 'cpu', {threads})", "ms"
+    code = f"import json, sys; sys.path.insert(0, 'scripts'); import bench_speed; print('JSON', json.dumps(bench_speed.{call}))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.split("JSON ", 1)[1])["ms"]
+    return json.loads(out.stdout.split("JSON ", 1)[1])[key]
 
 
 def reference(preset: str, target: str, iterations: int, threads: int, ref_dir: str) -> float:
+    """The reference's median ms per ``train_step``; for ``ls``, its local-search call with full buffers."""
     energy, dim = ENERGIES[target]
-    cmd = [sys.executable, str(HARNESS), "--energy", energy, "--mode", MODES[preset]]
-    cmd += ["--iters", str(iterations), "--threads", str(threads)] + (["--dim", str(dim)] if dim else [])
-    env = {**os.environ, "REF_DIR": ref_dir}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    cmd = [sys.executable, str(HARNESS), "--energy", energy, "--threads", str(threads)]
+    cmd += ["--dim", str(dim)] if dim else []
+    if preset == "ls":
+        cmd += ["--mode", "tb+expl+ls", "--warmup", "0", "--iters", "2", "--prefill", "600000"]
+    else:
+        cmd += ["--mode", MODES[preset], "--iters", str(iterations)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "REF_DIR": ref_dir}, check=True)
     record = json.loads(out.stdout.split("JSON ", 1)[1].splitlines()[0])
+    if preset == "ls":
+        return statistics.median(record["langevin_dynamics_call_ms"])
     return _median_ms(record)
 
 
@@ -77,7 +86,7 @@ def main(argv=None) -> int:
         p.error(f"--ref-dir {args.ref_dir} has no train.py: export the reference's energy_sampling/ there")
     cells = [tuple(c.split(":")) for c in args.cells.split(",")]
     for preset, target in cells:
-        if preset not in MODES or target not in ENERGIES:
+        if (preset not in MODES and preset != "ls") or target not in ENERGIES:
             p.error(f"unknown cell {preset}:{target}; presets {sorted(MODES)}, targets {sorted(ENERGIES)}")
     rows = {cell: {"ours": [], "reference": []} for cell in cells}
     for r in range(args.rounds):
