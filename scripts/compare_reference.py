@@ -43,7 +43,8 @@ def ours(preset: str, target: str, iterations: int, threads: int) -> float:
         call, key = f"measure_local_search({target!r}, 'cpu', {threads})", "ls_call_ms"
     else:
         call, key = f"measure({preset!r}, {target!r}, {iterations}, 3, 'cpu', {threads})", "ms"
-    code = f"import json, sys; sys.path.insert(0, 'scripts'); import bench_speed; print('JSON', json.dumps(bench_speed.{call}))"
+    code = "import json, sys; sys.path.insert(0, 'scripts'); import bench_speed; "
+    code += f"print('JSON', json.dumps(bench_speed.{call}))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.split("JSON ", 1)[1])[key]
 
