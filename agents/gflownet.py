@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from diffsampler.agents.config import check_fields, check_finite
 from diffsampler.agents.networks import ConditionalLogZ, JointNet, LogZ
 from diffsampler.agents.objectives import OBJECTIVES
 from diffsampler.agents.policy import DiffusionPolicy, PolicyConfig, exploration_std_at
@@ -72,6 +73,7 @@ class GFlowNetConfig:
     time_grid: str = "uniform"
 
     def __post_init__(self):
+        check_fields(self)
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; registered: {sorted(OBJECTIVES)}")
         if self.batch_size < 1:
@@ -80,9 +82,7 @@ class GFlowNetConfig:
             raise ValueError(f"exploration_std must be finite and >= 0, got {self.exploration_std!r}")
         if self.exploration_decay is not None and self.exploration_decay < 1:
             raise ValueError(f"exploration_decay must be None or >= 1, got {self.exploration_decay!r}")
-        for name in ("lr_policy", "lr_log_z", "lr_flow", "lr_back", "subtb_lambda"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        check_finite(self, "lr_policy", "lr_log_z", "lr_flow", "lr_back", "subtb_lambda")
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             raise ValueError(f"grad_clip must be None or a finite number > 0, got {self.grad_clip!r}")
         if self.backward_source not in BACKWARD_SOURCES:

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from diffsampler.agents.backward_correction import BackwardCorrection
+from diffsampler.agents.config import check_fields, check_finite
 from diffsampler.agents.networks import NETWORKS, ActivationRecord, JointNet, LangevinScaleNet
 from diffsampler.agents.parametrisations import PARAMETRISATIONS
 from diffsampler.envs import process
@@ -101,14 +102,13 @@ class PolicyConfig:
     egnn_layers: int = 2
 
     def __post_init__(self):
+        check_fields(self)
         for name in ("hidden_dim", "harmonics", "langevin_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PolicyConfig.{name} must be >= 1, got {getattr(self, name)!r}")
         if self.joint_layers < 0:
             raise ValueError(f"PolicyConfig.joint_layers must be >= 0, got {self.joint_layers!r}")
-        for name in ("log_var_range", "clip_output", "clip_score"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"PolicyConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        check_finite(self, "log_var_range", "clip_output", "clip_score")
         if not 0 < self.backward_range < 1:
             raise ValueError(f"PolicyConfig.backward_range must be in (0, 1), got {self.backward_range!r}")
         if self.parametrisation not in PARAMETRISATIONS:

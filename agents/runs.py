@@ -20,7 +20,7 @@ from typing import Any
 from diffsampler.agents.baselines import mcmc_runs
 from diffsampler.agents.baselines import rl as rl_baselines
 from diffsampler.agents.baselines.mcmc import MCMCMethod
-from diffsampler.agents.config import field_paths
+from diffsampler.agents.config import check_fields, check_seed, field_paths
 from diffsampler.agents.gflownet import GFlowNetConfig
 from diffsampler.agents.presets import PRESETS, get_preset
 from diffsampler.agents.runner import RunDirectory, Runner
@@ -53,6 +53,10 @@ class RunSpec:
     threads: int | None = None
 
     def __post_init__(self):
+        check_fields(self)
+        check_seed(self)
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be None or >= 1, got {self.threads!r}")
         if self.budget is not None and (isinstance(self.budget, bool) or self.budget < 1):
             raise ValueError(f"budget must be None or a positive integer, got {self.budget!r}")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from diffsampler import envs
-from diffsampler.agents.config import from_dict, to_dict
+from diffsampler.agents.config import check_fields, check_seed, from_dict, to_dict
 from diffsampler.agents.evaluation import evaluate_agent, repeat_summary
 from diffsampler.agents.gflownet import GFlowNetAgent, GFlowNetConfig
 from diffsampler.agents.runner import RunDirectory, Runner, final_metrics, setup_runtime
@@ -73,6 +73,8 @@ class TrainConfig:
     save_samples: int = 2000
 
     def __post_init__(self):
+        check_fields(self)
+        check_seed(self)
         for name in ("iterations", "eval_every", "eval_samples", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")

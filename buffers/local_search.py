@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 import torch
 
+from diffsampler.agents.config import check_fields, check_finite
+
 
 class MALAState(NamedTuple):
     x: torch.Tensor  # (B, d)
@@ -118,14 +120,12 @@ class LocalSearchConfig:
     ls_beta: float = 1.0
 
     def __post_init__(self):
+        check_fields(self)
         if not 0 <= self.ls_burn_in < self.ls_steps:
             raise ValueError(f"need 0 <= ls_burn_in < ls_steps, got {self.ls_burn_in!r} and {self.ls_steps!r}")
-        if not self.ls_step_size > 0:
-            raise ValueError(f"ls_step_size must be > 0, got {self.ls_step_size!r}")
+        check_finite(self, "ls_step_size", "ls_beta")
         if not 0 < self.ls_target_acceptance < 1:
             raise ValueError(f"ls_target_acceptance must be in (0, 1), got {self.ls_target_acceptance!r}")
-        if not self.ls_beta > 0:
-            raise ValueError(f"ls_beta must be > 0, got {self.ls_beta!r}")
 
 
 class LocalSearchResult(NamedTuple):

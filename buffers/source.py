@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from diffsampler.agents.config import check_fields
 from diffsampler.buffers.local_search import LocalSearchConfig, local_search
 from diffsampler.buffers.replay import SAMPLING, ReplayBuffer
 
@@ -47,6 +48,7 @@ class BufferConfig:
     local_search: LocalSearchConfig = field(default_factory=LocalSearchConfig)
 
     def __post_init__(self):
+        check_fields(self)
         if self.buffer_capacity < 1:
             raise ValueError(f"buffer_capacity must be >= 1, got {self.buffer_capacity!r}")
         if self.buffer_sampling not in SAMPLING:

@@ -37,6 +37,7 @@ from diffsampler.agents.baselines.particles import (
     log_normaliser_increment,
     resample,
 )
+from diffsampler.agents.config import check_fields
 from diffsampler.buffers.local_search import MALAState, adapt_step_size, mala_init, mala_step
 from diffsampler.envs import process
 from diffsampler.envs.targets.base import Target
@@ -145,6 +146,7 @@ class SMCConfig(MCMCMethod):
     init_var: float | None = None
 
     def __post_init__(self):
+        check_fields(self)
         _positive_int(self.particles, "particles", 2)
         _positive_int(self.temperatures, "temperatures")
         _positive_int(self.mala_steps, "mala_steps", 0)
@@ -268,6 +270,7 @@ class MALAChainConfig(MCMCMethod):
     init_var: float | None = None
 
     def __post_init__(self):
+        check_fields(self)
         _positive_int(self.chains, "chains")
         _positive_int(self.steps, "steps")
         _positive_int(self.thin, "thin")

@@ -28,7 +28,7 @@ import torch
 
 from diffsampler import envs
 from diffsampler.agents.baselines.mcmc import MCMC_METHODS, MALAChainConfig, MCMCMethod, SMCConfig
-from diffsampler.agents.config import to_dict
+from diffsampler.agents.config import check_fields, check_seed, to_dict
 from diffsampler.agents.evaluation import sample_metrics
 from diffsampler.agents.runner import RunDirectory, Runner, final_metrics, setup_runtime
 from diffsampler.envs.targets import is_conditional
@@ -60,6 +60,8 @@ class MCMCRunConfig:
     figures: bool = True
 
     def __post_init__(self):
+        check_fields(self)
+        check_seed(self)
         if not isinstance(self.env_kwargs, dict):
             raise ValueError(f"env_kwargs must be a dict, got {self.env_kwargs!r}")
         if self.threads is not None and self.threads < 1:

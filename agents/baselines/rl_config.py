@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from diffsampler.agents.config import check_fields, check_seed
+
 # Names of the algorithms (keys of ``agents.baselines.rl.ALGORITHMS``).
 ALGORITHM_NAMES = ("sb3-sac", "sb3-ppo", "ts-sac")
 VEC_ENVS = ("batched", "dummy")
@@ -68,6 +70,7 @@ class RLConfig:
     reward_shaping: bool = True
 
     def __post_init__(self):
+        check_fields(self)
         if self.algorithm not in ALGORITHM_NAMES:
             raise ValueError(f"unknown RL algorithm {self.algorithm!r}; expected one of {ALGORITHM_NAMES}")
         if self.vec_env not in VEC_ENVS:
@@ -117,6 +120,8 @@ class RLRunConfig:
     threads: int | None = None
 
     def __post_init__(self):
+        check_fields(self)
+        check_seed(self)
         if not isinstance(self.env_kwargs, dict):
             raise ValueError(f"env_kwargs must be a dict, got {self.env_kwargs!r}")
         mode = self.env_kwargs.get("reward_mode", "soft_rl")

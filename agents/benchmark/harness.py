@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from diffsampler.agents.benchmark.jobs import (
     run_dir_of,
 )
 from diffsampler.agents.benchmark.tables import PAPER_PATH, labels, load_paper, render
+from diffsampler.agents.config import check_fields
 
 DEFAULT_TARGETS = ("25gmm", "funnel", "manywell", "lgcp")
 # --quick: a few iterations of three methods on two targets, one seed (a few minutes on a laptop CPU).
@@ -89,6 +91,7 @@ class BenchmarkConfig:
     command: str | None = None
 
     def __post_init__(self):
+        check_fields(self)
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; available: {sorted(BACKENDS)}")
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
@@ -100,7 +103,7 @@ class BenchmarkConfig:
             raise ValueError(f"workers must be None or >= 1, got {self.workers!r}")
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads!r}")
-        if self.gpus_per_run < 0:
+        if not (math.isfinite(self.gpus_per_run) and self.gpus_per_run >= 0):
             raise ValueError(f"gpus_per_run must be >= 0, got {self.gpus_per_run!r}")
         if not self.targets or not self.presets:
             raise ValueError(f"need at least one target and one preset, got {self.targets!r}, {self.presets!r}")
