@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from diffsampler.agents.config import check_fields, check_finite
+from diffsampler.agents.guard import Screen, TrainingGuard, gradient_norm, masked_mean, screen_paths, unchecked_rewards
 from diffsampler.agents.networks import ConditionalLogZ, JointNet, LogZ
 from diffsampler.agents.objectives import OBJECTIVES
 from diffsampler.agents.policy import DiffusionPolicy, PolicyConfig, exploration_std_at
@@ -103,8 +104,9 @@ class GFlowNetConfig:
 class GFlowNetAgent(nn.Module):
     """A diffusion sampler trained as a GFlowNet on ``mdp``."""
 
-    def __init__(self, mdp: DiffusionMDP, config: GFlowNetConfig = GFlowNetConfig()):
+    def __init__(self, mdp: DiffusionMDP, config: GFlowNetConfig = GFlowNetConfig(), nonfinite: str = "error"):
         super().__init__()
+        self.guard = TrainingGuard(nonfinite)  # what a non-finite training batch does (agents.guard)
         self.mdp, self.target, self.config = mdp, mdp.target, config
         self.objective = OBJECTIVES[config.objective]
         c = config.policy
@@ -266,26 +268,33 @@ class GFlowNetAgent(nn.Module):
     def training_trajectories(self, iteration: int, batch: Batch, generator=None) -> Trajectories:
         """The scored trajectories of one training step: reparameterised (PIS), backward, or forward, on the
         batch's time grid (``config.time_grid``)."""
+        return self.screened_trajectories(iteration, batch, generator)[0]
+
+    def screened_trajectories(self, iteration: int, batch: Batch, generator=None) -> tuple[Trajectories, Screen]:
+        """``training_trajectories`` with the guard's verdicts on their log-rewards (``agents.guard``)."""
         mdp, policy, index = self.mdp, self.policy, batch.condition_index
         if self.config.time_grid != "uniform":
             mdp = mdp.with_grid(TIME_GRIDS[self.config.time_grid](mdp.num_steps, generator))
         condition = None if index is None else self.conditions[index]
         fl = self.objective.forward_looking
-        if self.objective.path_gradient:
-            paths = mdp.rollout(policy, self.config.batch_size, generator, condition=condition, reparam=True)
-        elif batch.backward:
-            paths = mdp.rollout_backward(batch.x, generator, condition, policy.backward, policy.score_clip, fl)
-        else:
-            expl = self.exploration_std(iteration)
-            paths = mdp.rollout(policy, self.config.batch_size, generator, expl, condition, fl)
+        with unchecked_rewards(mdp):
+            if self.objective.path_gradient:
+                paths = mdp.rollout(policy, self.config.batch_size, generator, condition=condition, reparam=True)
+            elif batch.backward:
+                paths = mdp.rollout_backward(batch.x, generator, condition, policy.backward, policy.score_clip, fl)
+            else:
+                expl = self.exploration_std(iteration)
+                paths = mdp.rollout(policy, self.config.batch_size, generator, expl, condition, fl)
+        paths, screen = screen_paths(paths, self.target, fl)
         traj = mdp.score(policy, paths, policy.backward, index)
+        traj.valid = ~screen.zero
         if self.flow is not None:
             traj.log_f = self.log_flows(paths)
-        return traj
+        return traj, screen
 
     def train_step(self, iteration: int, generator=None, cpu_generator=None, batch: Batch | None = None) -> dict:
-        """One optimisation step on ``batch`` (default: ``next_batch``); returns detached tensors (no host
-        sync) for logging."""
+        """One optimisation step on ``batch`` (default: ``next_batch``), screened by ``self.guard`` (one host
+        sync; ``agents.guard``); returns the detached loss and gradient norm."""
         if batch is None:
             batch = self.next_batch(iteration, generator, cpu_generator)
         if not isinstance(batch, Batch):
@@ -294,17 +303,17 @@ class GFlowNetAgent(nn.Module):
             raise ValueError(f"objective {self.config.objective!r} cannot train on backward trajectories")
         if (batch.condition_index is None) != (self.conditions is None):
             raise ValueError("a conditional agent's batches carry condition indices; others carry none")
-        traj = self.training_trajectories(iteration, batch, generator)
+        traj, screen = self.screened_trajectories(iteration, batch, generator)
         log_z = None
         if self.log_z is not None:
             index = traj.condition_index
             log_z = self.log_z() if index is None else self.log_z(self.conditions[index])
-        loss = self.objective.loss(traj, log_z, self.config.subtb_lambda).mean()
+        loss = masked_mean(self.objective.loss(traj, log_z, self.config.subtb_lambda), traj.valid)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), self.config.grad_clip)
-        self.optimizer.step()
-        if self.source is not None and not batch.backward:
-            self.source.observe(traj.terminal, traj.log_r, iteration, traj.condition_index)
-        return {"loss": loss.detach()}
+        grad_norm = gradient_norm(self.parameters(), self.config.grad_clip)
+        if self.guard.allows_step(self, iteration, loss, grad_norm, screen, traj):
+            self.optimizer.step()
+            if self.source is not None and not batch.backward:
+                self.source.observe(traj.terminal, traj.log_r, iteration, traj.condition_index)
+        return {"loss": loss.detach(), "grad_norm": grad_norm.detach()}

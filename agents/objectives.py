@@ -21,20 +21,33 @@ def trajectory_balance(log_pf, log_pb, log_r, log_z) -> torch.Tensor:
     return (log_z + log_pf.sum(-1) - log_pb.sum(-1) - log_r).square()
 
 
-def vargrad(log_pf, log_pb, log_r, group: torch.Tensor | None = None) -> torch.Tensor:
+def vargrad(log_pf, log_pb, log_r, group: torch.Tensor | None = None, valid: torch.Tensor | None = None):
     """Trajectory balance with log Z replaced by the batch estimate ``mean(log w)`` (detached).
 
     The gradient equals that of the batch variance of the log-weights, so no log Z is learned, and
     the loss is invariant to a constant shift of ``log_r``. With ``group`` (B,) integer labels (the
     condition of each trajectory, for a conditional target, whose log Z differs per condition), the
-    estimate is the mean over the trajectories of the same group.
+    estimate is the mean over the trajectories of the same group. ``valid`` (B,) bool: the estimate
+    averages only these (the others are left out of the loss by the caller; ``agents.guard``).
     """
     log_w = log_weight(log_r, log_pf, log_pb)
+    baseline = _group_mean(log_w.detach(), group)
+    if valid is not None:  # exactly the plain baseline when every trajectory is valid
+        kept = _group_mean(torch.where(valid, log_w.detach(), torch.zeros_like(log_w)), group, valid)
+        baseline = torch.where(valid.all(), baseline, kept)
+    return (log_w - baseline).square()
+
+
+def _group_mean(values: torch.Tensor, group: torch.Tensor | None, valid: torch.Tensor | None = None):
+    """Mean of ``values`` over the batch (or over each ``group``, broadcast back to the rows), counting only
+    ``valid`` rows when given (their ``values`` must be zero elsewhere)."""
     if group is None:
-        return (log_w - log_w.mean().detach()).square()
+        return values.mean() if valid is None else values.sum() / valid.sum().clamp_min(1)
     _, inverse, counts = torch.unique(group, return_inverse=True, return_counts=True)
-    sums = torch.zeros(counts.shape, dtype=log_w.dtype, device=log_w.device).index_add_(0, inverse, log_w.detach())
-    return (log_w - (sums / counts)[inverse]).square()
+    sums = torch.zeros(counts.shape, dtype=values.dtype, device=values.device).index_add_(0, inverse, values)
+    if valid is not None:
+        counts = torch.zeros_like(sums).index_add_(0, inverse, valid.to(values.dtype)).clamp_min(1)
+    return (sums / counts)[inverse]
 
 
 def detailed_balance(log_pf, log_pb, log_f) -> torch.Tensor:
@@ -101,7 +114,7 @@ class Objective:
 
 OBJECTIVES: dict[str, Objective] = {
     "tb": Objective(lambda tr, log_z, lam: trajectory_balance(tr.log_pf, tr.log_pb, tr.log_r, log_z), "log_z"),
-    "vargrad": Objective(lambda tr, log_z, lam: vargrad(tr.log_pf, tr.log_pb, tr.log_r, tr.condition_index)),
+    "vargrad": Objective(lambda tr, log_z, lam: vargrad(tr.log_pf, tr.log_pb, tr.log_r, tr.condition_index, tr.valid)),
     "db": Objective(lambda tr, log_z, lam: detailed_balance(tr.log_pf, tr.log_pb, tr.log_f), "flow"),
     "fl-db": Objective(lambda tr, log_z, lam: detailed_balance(tr.log_pf, tr.log_pb, tr.log_f), "flow", True),
     "subtb": Objective(lambda tr, log_z, lam: subtrajectory_balance(tr.log_pf, tr.log_pb, tr.log_f, lam), "flow"),

@@ -17,8 +17,13 @@ import fcntl
 import json
 import os
 import pickle
+import shutil
+import signal
 import socket
+import threading
 import time
+import types
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +54,46 @@ def setup_runtime(device: str, threads: int | None = None, retain_memory: bool =
     if retain_memory and dev.type == "cpu":
         retain_freed_memory()
     return dev
+
+
+def _disk_full(path: Path, margin: int = 1 << 20) -> bool:
+    """Whether the filesystem of ``path`` has less than ``margin`` bytes free (torch.save reports a full disk
+    as a RuntimeError "unexpected pos", without errno)."""
+    try:
+        return shutil.disk_usage(path).free < margin
+    except OSError:
+        return False
+
+
+class TrainingInterrupted(Exception):
+    """A run stopped by SIGINT (Ctrl-C) or SIGTERM after saving its checkpoint; ``signum`` says which."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+
+@contextmanager
+def stop_on_signals(signals=(signal.SIGINT, signal.SIGTERM)):
+    """While active, the first SIGINT or SIGTERM only records itself (``flag.signum``), so that a loop can
+    stop at its next iteration boundary and save its state; a second one stops at once
+    (KeyboardInterrupt). The previous handlers come back on exit. Outside the main thread: no handlers."""
+    flag = types.SimpleNamespace(signum=None)
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.signum is not None:
+            raise KeyboardInterrupt
+        flag.signum = signum
+
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def final_metrics(evaluation: dict, **run: Any) -> dict:
@@ -87,9 +132,10 @@ class RunDirectory:
         try:
             write(tmp)
             os.replace(tmp, target)
-        except OSError as err:
-            tmp.unlink(missing_ok=True)
-            if err.errno == errno.ENOSPC:
+        except (OSError, RuntimeError) as err:
+            full = getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or _disk_full(self.path)
+            tmp.unlink(missing_ok=True)  # after measuring: the partial file is what filled the disk
+            if full:
                 raise OSError(
                     errno.ENOSPC,
                     f"no space left on the device to write {target}; the previous version of {name} (if any) is kept",

@@ -9,85 +9,24 @@ the GFlowNet, PIS, DDS and DIS presets (``agents.runs.RUNNERS``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
+import signal
 import time
-from dataclasses import dataclass, field
 
 import torch
 
 from diffsampler import envs
-from diffsampler.agents.config import check_fields, check_seed, from_dict, to_dict
+from diffsampler.agents import runner
+from diffsampler.agents.checkpoints import check_finite, check_state, read_config, same_config
+from diffsampler.agents.config import to_dict
 from diffsampler.agents.evaluation import evaluate_agent, repeat_summary
-from diffsampler.agents.gflownet import GFlowNetAgent, GFlowNetConfig
+from diffsampler.agents.gflownet import GFlowNetAgent
 from diffsampler.agents.runner import RunDirectory, Runner, final_metrics, setup_runtime
+from diffsampler.agents.train_config import TrainConfig
 from diffsampler.envs.targets.base import EvaluationCounter
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run.
-
-    Attributes:
-        env_id: a registered ``DiffSampler-*-v0`` id.
-        env_kwargs: keyword arguments of the env (``dim``, ``num_steps``, ``t_scale``, ...).
-        preset: name of the preset the agent config came from (informational).
-        agent: the agent's configuration.
-        iterations: training iterations in total.
-        seed: seeds model initialisation, training noise and evaluation.
-        device: torch device ("cpu", "cuda", ...).
-        eval_every: evaluate every this many iterations (and at the end).
-        eval_samples: trajectories per evaluation (the paper uses 2,000).
-        eval_steps: evaluate on the uniform grid of this many steps (None: the training T), e.g. a model
-            trained with T = 100 evaluated with T = 25, 50 or 200.
-        eval_per_condition: on a conditional target, trajectories per evaluation condition (None:
-            ``eval_samples`` shared out over the target's evaluation conditions, at least 2).
-        log_every: write training scalars every this many iterations.
-        checkpoint_every: save a checkpoint every this many iterations (and at the end).
-        figures: save sample figures at each evaluation.
-        threads: torch CPU threads (None: torch's default).
-        retain_memory: on CPU, keep freed large blocks in the malloc heap for reuse
-            (``agents.runtime.retain_freed_memory``; process-wide, glibc only): saves the page faults of
-            re-allocating the iteration's large tensors (half of a Manywell-512 TB iteration).
-        save_samples: model samples of the final evaluation saved to ``samples.pt`` in the run
-            directory (at most ``eval_samples``; 0: none), for figures across runs.
-    """
-
-    env_id: str = "DiffSampler-GMM25-v0"
-    env_kwargs: dict = field(default_factory=dict)
-    preset: str = "custom"
-    agent: GFlowNetConfig = field(default_factory=GFlowNetConfig)
-    iterations: int = 25_000
-    seed: int = 0
-    device: str = "cpu"
-    eval_every: int = 1000
-    eval_samples: int = 2000
-    eval_steps: int | None = None
-    eval_per_condition: int | None = None
-    log_every: int = 100
-    checkpoint_every: int = 1000
-    figures: bool = True
-    threads: int | None = None
-    retain_memory: bool = True
-    save_samples: int = 2000
-
-    def __post_init__(self):
-        check_fields(self)
-        check_seed(self)
-        for name in ("iterations", "eval_every", "eval_samples", "log_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.eval_steps is not None and (isinstance(self.eval_steps, bool) or self.eval_steps < 1):
-            raise ValueError(f"eval_steps must be None or an integer >= 1, got {self.eval_steps!r}")
-        if self.eval_per_condition is not None and self.eval_per_condition < 1:
-            raise ValueError(f"eval_per_condition must be None or >= 1, got {self.eval_per_condition!r}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be None or >= 1, got {self.threads!r}")
-        if self.save_samples < 0:
-            raise ValueError(f"save_samples must be >= 0, got {self.save_samples!r}")
-        if not isinstance(self.env_kwargs, dict):
-            raise ValueError(f"env_kwargs must be a dict, got {self.env_kwargs!r}")
 
 
 class Trainer:
@@ -103,7 +42,7 @@ class Trainer:
         self._counter = EvaluationCounter(self.mdp.target)
         self.energy_evaluations = 0  # log-reward rows evaluated by training (evaluation excluded)
         torch.manual_seed(config.seed)
-        self.agent = GFlowNetAgent(self.mdp, config.agent)
+        self.agent = GFlowNetAgent(self.mdp, config.agent, config.nonfinite)
         self.generator = torch.Generator(config.device).manual_seed(config.seed)
         self.cpu_generator = torch.Generator().manual_seed(config.seed + 1)
         self.iteration = 0
@@ -111,9 +50,10 @@ class Trainer:
         self.last_eval: dict = {}
         self.last_samples: torch.Tensor | None = None  # terminal states of the last evaluation
         self.directory = RunDirectory(run_dir, writable) if run_dir is not None else None
-        directory = self.directory
-        if directory is not None and writable and not (directory.exists("config.json") and _same_config(self)):
-            directory.write_json("config.json", to_dict(config))
+        if self.directory is not None and writable:
+            self.directory.lock()  # before anything is written: a second training here is refused
+            if not same_config(self.directory, config):
+                self.directory.write_json("config.json", to_dict(config))
 
     @property
     def run_dir(self):
@@ -129,10 +69,7 @@ class Trainer:
         agree with config.json. ``writable=False`` (evaluation) writes nothing.
         """
         directory = RunDirectory(run_dir, writable=False)
-        try:
-            config = from_dict(TrainConfig, directory.read_json("config.json"))
-        except (TypeError, ValueError, AttributeError) as err:
-            raise ValueError(f"{directory / 'config.json'} is not the config of a GFlowNet run: {err}") from None
+        config = read_config(directory, TrainConfig)
         if iterations is not None:
             config = dataclasses.replace(config, iterations=iterations)
         if not directory.exists("checkpoint.pt"):
@@ -157,11 +94,12 @@ class Trainer:
             "source": None if self.agent.source is None else self.agent.source.state_dict(),
             "seed": self.config.seed,
             "agent_config": to_dict(self.config.agent),
+            "guard": self.agent.guard.state_dict(),
         }
 
     def load_state(self, state: dict, path="checkpoint") -> None:
         """Restore a ``state()``; a ValueError naming ``path`` when it does not belong to this run."""
-        _check_state(state, self.config, path)
+        check_state(state, self.config, path)
         try:
             self.agent.load_state_dict(state["agent"])
             self.agent.optimizer.load_state_dict(state["optimizer"])
@@ -169,6 +107,8 @@ class Trainer:
             self.cpu_generator.set_state(state["cpu_generator"])
             if self.agent.source is not None:
                 self.agent.source.load_state_dict(state["source"])
+            if "guard" in state:  # checkpoints written before the guard have none
+                self.agent.guard.load_state_dict(state["guard"])
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             raise ValueError(f"{path} does not fit this run's model: {err}") from None
         self.iteration = state["iteration"]
@@ -176,8 +116,13 @@ class Trainer:
         self.energy_evaluations = int(state.get("energy_evaluations", 0))
 
     def save_checkpoint(self) -> None:
-        if self.directory is not None:
-            self.directory.save_tensor("checkpoint.pt", self.state())
+        """Write ``checkpoint.pt`` (atomically), never with a non-finite tensor in it: a FloatingPointError
+        then, and the last good checkpoint stays."""
+        if self.directory is None:
+            return
+        state = self.state()
+        check_finite(state, self.directory / "checkpoint.pt", self.iteration)
+        self.directory.save_tensor("checkpoint.pt", state)
 
     def _log(self, scalars: dict, step: int) -> None:
         writer = None if self.directory is None else self.directory.writer(purge_step=self.iteration + 1)
@@ -212,8 +157,10 @@ class Trainer:
 
     # --- the loop -----------------------------------------------------------------------------------
 
-    def run_loop(self, progress: bool = True) -> dict:
-        """Train up to ``config.iterations``, evaluating, logging and checkpointing on the way."""
+    def run_loop(self, progress: bool = True, stop=None) -> dict:
+        """Train up to ``config.iterations``, evaluating, logging and checkpointing on the way. ``stop``: a
+        ``runner.stop_on_signals`` flag; once it is set, the loop saves a checkpoint at the next iteration
+        boundary and raises ``TrainingInterrupted``."""
         from tqdm.auto import tqdm
 
         cfg = self.config
@@ -221,6 +168,9 @@ class Trainer:
         bar = tqdm(total=cfg.iterations, initial=self.iteration, disable=not progress, dynamic_ncols=True)
         window_start, window_iters = time.perf_counter(), 0
         while self.iteration < cfg.iterations:
+            if stop is not None and stop.signum is not None:
+                bar.close()
+                self._interrupted(stop.signum)
             it = self.iteration
             count = self._counter.count
             out = self.agent.train_step(it, self.generator, self.cpu_generator)
@@ -240,12 +190,11 @@ class Trainer:
                         "train/loss": loss,
                         "train/ms_per_iteration": ms,
                         "train/exploration_std": self.agent.exploration_std(it),
+                        "train/skipped_batches": self.agent.guard.skipped_batches,
                     },
                     self.iteration,
                 )
                 bar.set_postfix(loss=f"{loss:.3g}", **self._postfix())
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"training loss became {loss} at iteration {self.iteration}")
             if self.iteration % cfg.eval_every == 0 or self.iteration == cfg.iterations:
                 self.last_eval = self.evaluate()
                 self._log({f"eval/{k}": v for k, v in self.last_eval.items()}, self.iteration)
@@ -257,15 +206,28 @@ class Trainer:
         bar.close()
         return self.finish(time.perf_counter() - start)
 
-    def run(self, progress: bool = True) -> dict:
-        """``run_loop`` holding the run directory's lock."""
+    def run(self, progress: bool = True, stop_on_signals: bool = False) -> dict:
+        """``run_loop`` holding the run directory's lock. ``stop_on_signals``: Ctrl-C or SIGTERM (a second
+        one stops at once) saves a checkpoint and raises ``TrainingInterrupted`` (main thread only)."""
         if self.directory is not None:
             self.directory.lock()
         try:
-            return self.run_loop(progress)
+            with runner.stop_on_signals() if stop_on_signals else contextlib.nullcontext() as stop:
+                return self.run_loop(progress, stop)
         finally:
             if self.directory is not None:
                 self.directory.close()
+
+    def _interrupted(self, signum: int):
+        name = signal.Signals(signum).name
+        if self.directory is None or not self.directory.writable:
+            raise runner.TrainingInterrupted(signum, f"interrupted by {name} at iteration {self.iteration}")
+        self.save_checkpoint()
+        raise runner.TrainingInterrupted(
+            signum,
+            f"interrupted by {name} at iteration {self.iteration}: checkpoint saved in {self.run_dir}; continue "
+            f"with: diffsampler-train --resume {self.run_dir}",
+        )
 
     def _postfix(self) -> dict:
         keys = ("delta_log_z", "delta_log_z_rw", "w2") if self.mdp.target.log_Z is not None else ("log_z", "log_z_rw")
@@ -281,34 +243,14 @@ class Trainer:
             iterations=self.iteration,
             wall_seconds=wall_seconds,
             energy_evaluations=self.energy_evaluations,
+            skipped_batches=self.agent.guard.skipped_batches,
+            zero_density_trajectories=self.agent.guard.zero_density_trajectories,
         )
         if self.directory is not None and self.directory.writable:
             if self.config.save_samples and self.last_samples is not None:
                 self.directory.save_tensor("samples.pt", self.last_samples[: self.config.save_samples].cpu().clone())
             self.directory.write_json("metrics.json", result)
         return result
-
-
-def _same_config(trainer: Trainer) -> bool:
-    """Whether the run directory's config.json already holds this trainer's config (resume: no rewrite)."""
-    try:
-        return trainer.directory.read_json("config.json") == to_dict(trainer.config)
-    except ValueError:
-        return False
-
-
-def _check_state(state: dict, config: TrainConfig, path) -> None:
-    """A checkpoint must be this run's: its iteration within the budget, its seed and agent config those
-    of config.json (checkpoints written before they were recorded carry neither)."""
-    it = state.get("iteration")
-    if isinstance(it, bool) or not isinstance(it, int) or not 0 <= it <= config.iterations:
-        raise ValueError(f"{path}: iteration {it!r} is not an integer in [0, {config.iterations}] (the run's budget)")
-    if "seed" in state and state["seed"] != config.seed:
-        raise ValueError(f"{path} was written by a run with seed {state['seed']}, but config.json says {config.seed}")
-    if "agent_config" in state and state["agent_config"] != to_dict(config.agent):
-        raise ValueError(f"{path} was written by a run with another agent config than config.json's")
-    if not isinstance(state.get("train_seconds"), (int, float)):
-        raise ValueError(f"{path}: train_seconds {state.get('train_seconds')!r} is not a number")
 
 
 class GFlowNetRunner(Runner):

@@ -97,11 +97,23 @@ class BackwardKernel(Protocol):
 # --- rewards along paths ----------------------------------------------------------------------------
 
 
+def check_log_reward_shape(log_r, x: torch.Tensor, target) -> None:
+    """A ValueError naming the target unless ``log_r`` is a tensor of shape ``x.shape[:-1]`` (one value per
+    row; e.g. a (B, 1) output would broadcast a (B, B) loss). Metadata only: no sync."""
+    if not isinstance(log_r, torch.Tensor) or log_r.shape != x.shape[:-1]:
+        got = tuple(log_r.shape) if isinstance(log_r, torch.Tensor) else type(log_r).__name__
+        raise ValueError(
+            f"{target!r}.log_reward returned {got} for x of shape {tuple(x.shape)}; expected one log-density "
+            f"per row, shape {tuple(x.shape[:-1])}"
+        )
+
+
 def clipped_score(reward, x: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log R(x), clip(grad log R(x)))`` at a detached copy of ``x``; both results carry no graph."""
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         log_r = reward.log_reward(xg)
+        check_log_reward_shape(log_r, xg, reward)
         (grad,) = torch.autograd.grad(log_r.sum(), xg)
     return log_r.detach(), torch.nan_to_num(grad).clamp_(-clip, clip)
 
@@ -112,7 +124,9 @@ def _states_rewards(mdp, inner: torch.Tensor, condition, clip: float | None):
     reward = mdp.bind(None if condition is None else condition.unsqueeze(1))
     x = inner if condition is not None else inner.reshape(b * T, d)  # unconditional targets take (N, d)
     if clip is None:
-        return reward.log_reward(x).view(b, T), None
+        log_r = reward.log_reward(x)
+        check_log_reward_shape(log_r, x, reward)
+        return log_r.view(b, T), None
     log_r, score = clipped_score(reward, x, clip)
     return log_r.view(b, T), score.view(b, T, d)
 
@@ -168,13 +182,14 @@ def _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states,
         buf = x.new_zeros(T + 1, n, d)
         buf[0] = x
     scores = x.new_empty(T, n, d) if langevin and not reparam else None
-    log_r_states = x.new_empty(T, n) if langevin and not reparam else None
+    log_r_states = x.new_empty(T, n) if langevin else None  # detached; the training guard screens them
     score = None
     for k in range(T):
         if langevin:
             log_r_k, score = clipped_score(reward, x, kernel.score_clip)
+            log_r_states[k] = log_r_k
             if scores is not None:
-                log_r_states[k], scores[k] = log_r_k, score
+                scores[k] = score
         if not gaussian:
             x, lp = kernel.sample(x, k, ctx, generator)
         else:
@@ -194,7 +209,9 @@ def _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states,
     else:
         states_t, recorded = buf.transpose(0, 1).contiguous(), None
     if scores is not None:
-        scores, log_r_states = scores.transpose(0, 1).contiguous(), log_r_states.t().contiguous()
+        scores = scores.transpose(0, 1).contiguous()
+    if log_r_states is not None:
+        log_r_states = log_r_states.t().contiguous()
     elif need_log_r_states:  # all intermediate log-rewards in one batched call
         log_r_states = _states_rewards(mdp, states_t[:, :-1].detach(), condition, None)[0]
     log_r = mdp.log_reward(x, condition)

@@ -101,10 +101,17 @@ class DiffusionMDP:
         """``n`` initial states ``x_0 ~ p_0`` (zeros for the bridge, no random numbers drawn)."""
         return self.reference.initial_sample(n, self.dim, generator, self.device, self.dtype)
 
+    # Whether ``log_reward`` checks for NaN (one host sync); training turns it off while its guard
+    # (``agents.guard``) screens the batch instead. The shape is always checked (no sync).
+    check_rewards = True
+
     def log_reward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        """Terminal log-reward (given ``condition`` for a conditional target), with a clear error on NaN."""
+        """Terminal log-reward (given ``condition`` for a conditional target), with a clear error on a wrong
+        shape or NaN."""
         log_r = self.target.log_reward(x) if condition is None else self.target.log_reward(x, condition)
-        check_log_reward(log_r, x, self.target)
+        engine.check_log_reward_shape(log_r, x, self.target)
+        if self.check_rewards:
+            check_log_reward(log_r, x, self.target)
         return log_r
 
     def log_pb(self, x_prev: torch.Tensor, x_next: torch.Tensor, k_next) -> torch.Tensor:

@@ -56,6 +56,8 @@ class Trajectories:
         log_r: (B,) terminal log-rewards.
         log_f: (B, T + 1) log-flows of the visited states (last column = log_r), for agents with flows.
         condition_index: (B,) which condition each trajectory had (conditional targets), else None.
+        valid: (B,) bool, the trajectories a loss may train on (False: zero density, log R = -inf; see
+            ``agents.guard``), or None: all of them.
     """
 
     states: torch.Tensor
@@ -64,6 +66,7 @@ class Trajectories:
     log_r: torch.Tensor
     log_f: torch.Tensor | None = None
     condition_index: torch.Tensor | None = None
+    valid: torch.Tensor | None = None
 
     @property
     def log_weight(self) -> torch.Tensor:
