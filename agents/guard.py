@@ -37,19 +37,13 @@ from contextlib import contextmanager
 
 import torch
 
+from diffsampler.agents.errors import NonFiniteBatch, TrainingDiverged  # noqa: F401 - raised here
+
 NONFINITE_POLICIES = ("error", "skip")
 MAX_CONSECUTIVE_SKIPS = 100
 DIVERGENCE_FACTOR = 1e8
 DIVERGENCE_BLOCK = 50
 EXAMPLES = 3  # offending states shown in a message
-
-
-class NonFiniteBatch(FloatingPointError):
-    """A training batch whose log-rewards, loss or gradient are not finite (policy ``"error"``)."""
-
-
-class TrainingDiverged(FloatingPointError):
-    """The training loss exploded (see ``DIVERGENCE_FACTOR``)."""
 
 
 @dataclasses.dataclass

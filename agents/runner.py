@@ -31,6 +31,7 @@ import torch
 
 from diffsampler.agents import metrics
 from diffsampler.agents.config import config_from_spec
+from diffsampler.agents.errors import TrainingInterrupted  # noqa: F401 - raised by runners
 from diffsampler.agents.runtime import retain_freed_memory
 
 FINAL_KEYS = metrics.METRIC_KEYS + ("ms_per_iteration", "iterations", "wall_seconds", "energy_evaluations")
@@ -63,14 +64,6 @@ def _disk_full(path: Path, margin: int = 1 << 20) -> bool:
         return shutil.disk_usage(path).free < margin
     except OSError:
         return False
-
-
-class TrainingInterrupted(Exception):
-    """A run stopped by SIGINT (Ctrl-C) or SIGTERM after saving its checkpoint; ``signum`` says which."""
-
-    def __init__(self, signum: int, message: str):
-        super().__init__(message)
-        self.signum = signum
 
 
 @contextmanager

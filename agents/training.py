@@ -259,8 +259,8 @@ class GFlowNetRunner(Runner):
     config_type = TrainConfig
     resumable = True
 
-    def run(self, config: TrainConfig, run_dir, progress: bool) -> dict:
-        return Trainer(config, run_dir).run(progress=progress)
+    def run(self, config: TrainConfig, run_dir, progress: bool, stop_on_signals: bool = False) -> dict:
+        return Trainer(config, run_dir).run(progress=progress, stop_on_signals=stop_on_signals)
 
     def resume(self, run_dir, config: dict, iterations: int | None = None, writable: bool = True) -> Trainer:
         return Trainer.resume(run_dir, iterations, writable)
