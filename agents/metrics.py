@@ -11,9 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import ot
 import torch
-from scipy.special import chdtri
 
 from diffsampler.envs import engine
 from diffsampler.envs.targets import GaussianMixture, Manywell, StudentTMixture
@@ -117,6 +115,8 @@ def wasserstein2(x: torch.Tensor, y: torch.Tensor) -> float:
     yn = y.detach().cpu().to(torch.float64).numpy()
     if not (np.isfinite(xn).all() and np.isfinite(yn).all()):
         raise ValueError("wasserstein2 got non-finite sample coordinates")
+    import ot  # POT (and through it scikit-learn) only where W2 is computed: seconds to import
+
     n, m = len(xn), len(yn)
     cost = ot.dist(xn, yn)  # squared Euclidean by default
     # POT's default numItermax (1e5) stops early already at a few hundred points; n*m*10 is ample.
@@ -147,6 +147,8 @@ def mode_coverage(
     k = means.shape[0]
     if radius is None:
         if std is not None:
+            from scipy.special import chdtri
+
             radius = std * math.sqrt(chdtri(means.shape[1], math.exp(-4.5)))
         elif k > 1:
             d_mm = torch.cdist(means, means) + torch.diag(

@@ -11,6 +11,9 @@ distribution claims no generic top-level import name. In a source checkout (this
 checkout (a git worktree, a CI clone) imports its own folders, whichever checkout is installed in
 editable mode.
 
+Console scripts: ``diffsampler-train`` and ``diffsampler-benchmark`` (``diffsampler.cli``).
+``diffsampler.__version__`` is the package version.
+
 Importing the package registers the Gymnasium ids ``DiffSampler-*-v0`` (string entry points; torch is
 not imported), so ``gymnasium.make("diffsampler:DiffSampler-GMM25-v0")`` works without a prior import.
 """
@@ -22,6 +25,7 @@ if (_root / "pyproject.toml").is_file() and (_root / "envs" / "__init__.py").is_
     __path__.append(str(_root))  # noqa: F821 - the package's own __path__
 del _Path, _root
 
+from diffsampler._version import __version__  # noqa: E402, F401 - single-sourced (pyproject reads it)
 from diffsampler.registration import register_builtin_envs as _register  # noqa: E402 - needs the __path__ above
 
 _register()

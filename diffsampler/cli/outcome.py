@@ -37,6 +37,8 @@ def guarded(run: Callable[[], int | None], interrupted: str = INTERRUPTED) -> in
         for kind, status in EXIT_STATUS:
             if isinstance(err, kind):
                 text = str(err).strip() or type(err).__name__
+                if isinstance(err, OSError) and err.strerror and err.filename is None:
+                    text = err.strerror  # our own OSErrors carry the whole message (no "[Errno 28]")
                 print(f"error: {text}", file=sys.stderr)
                 return status
         raise
