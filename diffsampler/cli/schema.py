@@ -105,13 +105,16 @@ def _choices() -> dict[str, list[str]]:
     from diffsampler.agents.baselines.particles import RESAMPLERS, SCHEDULES
     from diffsampler.agents.baselines.rl_config import ALGORITHM_NAMES, VEC_ENVS
     from diffsampler.agents.guard import NONFINITE_POLICIES
+    from diffsampler.agents.networks import NETWORKS
     from diffsampler.agents.objectives import OBJECTIVES
     from diffsampler.agents.parametrisations import PARAMETRISATIONS
     from diffsampler.buffers.replay import SAMPLING
+    from diffsampler.envs.process import TIME_GRIDS
 
     names = {"objective": OBJECTIVES, "parametrisation": PARAMETRISATIONS, "buffer_sampling": SAMPLING}
     names |= {"resampling": RESAMPLERS, "schedule": SCHEDULES, "algorithm": ALGORITHM_NAMES, "vec_env": VEC_ENVS}
-    names |= {"nonfinite": NONFINITE_POLICIES, "backward_source": ("exact", "buffer")}
+    names |= {"nonfinite": NONFINITE_POLICIES, "backward_source": ("exact", "buffer"), "time_grid": TIME_GRIDS}
+    names |= {"network": ("auto", *NETWORKS)}
     return {k: sorted(v) for k, v in names.items()}
 
 
