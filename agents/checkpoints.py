@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numbers
 
+from diffsampler.agents import runlog
 from diffsampler.agents.config import from_dict, to_dict
 from diffsampler.agents.guard import nonfinite_tensors
 from diffsampler.agents.runner import RunDirectory
@@ -18,7 +19,7 @@ from diffsampler.agents.runner import RunDirectory
 
 def read_config(directory: RunDirectory, config_type):
     """config.json of ``directory`` as a ``config_type``; a ValueError naming the file otherwise."""
-    data = directory.read_json("config.json")
+    data = runlog.read_config(directory)
     try:
         return from_dict(config_type, data)
     except (TypeError, ValueError, AttributeError) as err:
@@ -26,11 +27,9 @@ def read_config(directory: RunDirectory, config_type):
 
 
 def same_config(directory: RunDirectory, config) -> bool:
-    """Whether the directory's config.json already holds ``config`` (a resume then never rewrites it)."""
-    try:
-        return directory.exists("config.json") and directory.read_json("config.json") == to_dict(config)
-    except ValueError:
-        return False
+    """Whether the directory's config.json already holds ``config`` (a resume then never rewrites it); the
+    ``versions`` recorded beside the fields (``agents.runlog.write_config``) are not compared."""
+    return directory.exists("config.json") and runlog.same_config(directory, config)
 
 
 def check_state(state: dict, config, path) -> None:

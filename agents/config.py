@@ -229,7 +229,10 @@ def parse_value(text: str, tp, name: str = "value"):
     if not isinstance(text, str):
         return text
     args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+    if typing.get_origin(tp) is tuple and args[1:] == (Ellipsis,):  # tuple[X, ...]: comma-separated items
+        return tuple(parse_value(item.strip(), args[0], name) for item in text.split(",") if item.strip())
+    is_union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    if is_union:
         if type(None) in args and text.lower() in ("none", "null"):
             return None
         for arg in (a for a in args if a is not type(None)):

@@ -4,11 +4,14 @@
 policy heads): ``n`` forward trajectories, and, where the target has an exact sampler, as many exact
 samples and their backward trajectories (for the EUBO). ``sample_metrics`` scores bare samples (MCMC).
 ``evaluate_agent`` is a GFlowNet agent's evaluation during and after training (with a figure);
-``repeat_summary`` turns K independent evaluations into mean, std and values per metric.
+``combine_repeats`` turns K independent evaluations into one result (the mean of every metric, with
+``eval_std`` and ``eval_values``) and ``repeat_summary`` into mean, std and values per metric.
 """
 
 from __future__ import annotations
 
+import functools
+import statistics
 from dataclasses import dataclass
 
 import torch
@@ -58,7 +61,8 @@ def evaluate_agent(agent, config, iteration: int, n: int | None = None, repeat: 
     """``(metrics, samples)`` of a GFlowNet agent trained with ``config`` (a ``TrainConfig``), at
     ``iteration``: ``n`` (default ``eval_samples``) on-policy trajectories and as many exact samples, or
     per-condition metrics on a conditional target (``agents.conditional``; samples None). Generators are
-    seeded from (seed, iteration, repeat). ``figures``: a ``RunDirectory`` to draw the samples into."""
+    seeded from (seed, iteration, repeat). ``figures``: an ``agents.runlog.RunLog`` that saves the sample
+    figure (``figures/samples_<iteration>.png``) and adds it to tensorboard."""
     from diffsampler.agents import conditional
 
     n = n or config.eval_samples
@@ -68,7 +72,11 @@ def evaluate_agent(agent, config, iteration: int, n: int | None = None, repeat: 
     eval_seed = config.seed * 1_000_003 + iteration + repeat * 7_919_000_003
     gen = torch.Generator(config.device).manual_seed(eval_seed)
     cpu_gen = torch.Generator().manual_seed(eval_seed)
-    path = None if figures is None else figures.figure_path(f"samples_{iteration:06d}.png")
+    path = (
+        None
+        if figures is None
+        else functools.partial(figures.figure, name=f"samples_{iteration:06d}.png", step=iteration)
+    )
     title = f"{config.preset} on {config.env_id}, it {iteration}"
     if agent.conditions is not None:
         k = config.eval_per_condition or conditional.default_per_condition(n, len(target.eval_conditions))
@@ -112,4 +120,28 @@ def repeat_summary(runs: list[dict]) -> dict:
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             t = torch.tensor(values, dtype=torch.float64)
             out[key] = {"mean": float(t.mean()), "std": float(t.std()), "values": values}
+    return out
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def combine_repeats(runs: list[dict]) -> dict:
+    """One result of K >= 1 evaluations of the same sampler on independent batches.
+
+    Every metric that is a number in each evaluation becomes its mean (so the flat keys keep their
+    meaning, averaged); ``eval_repeats`` is K and, for K >= 2, ``eval_std`` holds each such metric's sample
+    standard deviation and ``eval_values`` its K values. Other keys (None, or a number in only some
+    evaluations) keep the first evaluation's value.
+    """
+    if not runs:
+        raise ValueError("combine_repeats needs at least one evaluation")
+    out = dict(runs[0])
+    out["eval_repeats"] = len(runs)
+    if len(runs) > 1:
+        numeric = [k for k in runs[0] if all(_number(r.get(k)) for r in runs)]
+        out |= {k: statistics.fmean(r[k] for r in runs) for k in numeric}
+        out["eval_std"] = {k: statistics.stdev(float(r[k]) for r in runs) for k in numeric}
+        out["eval_values"] = {k: [r[k] for r in runs] for k in numeric}
     return out

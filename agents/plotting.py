@@ -11,6 +11,16 @@ import torch  # noqa: E402
 from diffsampler.envs.targets import Manywell, Target  # noqa: E402
 
 
+def _finish(fig, path, dpi: int) -> None:
+    """Save ``fig`` to ``path`` and close it; a callable ``path`` (e.g. ``agents.runlog.RunLog.figure``)
+    takes the figure instead."""
+    if callable(path):
+        path(fig)
+        return
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def density_contour(ax, target: Target, dims: tuple[int, int], bounds, n: int = 200) -> None:
     """Density contour of a 2-D target, or of one Manywell well (which factorises by pairs)."""
     lo, hi = bounds
@@ -34,9 +44,10 @@ def projections(target: Target) -> list[tuple[int, int]]:
     return [(0, 1), (0, 2)]
 
 
-def plot_samples(target: Target, samples: dict[str, torch.Tensor], path: str, title: str = "") -> None:
-    """Scatter each named sample set (e.g. model, exact, buffer) on each projection; save to ``path``.
-    Particle targets get histograms of energies and interatomic distances instead (``plot_particles``)."""
+def plot_samples(target: Target, samples: dict[str, torch.Tensor], path, title: str = "") -> None:
+    """Scatter each named sample set (e.g. model, exact, buffer) on each projection; save to ``path`` (a file
+    name, or a callable that takes the figure). Particle targets get histograms of energies and interatomic
+    distances instead (``plot_particles``)."""
     if hasattr(getattr(target, "base", target), "n_particles"):
         plot_particles(target, samples, path, title)
         return
@@ -58,11 +69,10 @@ def plot_samples(target: Target, samples: dict[str, torch.Tensor], path: str, ti
     axes[0, 0].legend(loc="upper right", markerscale=5)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, path, 110)
 
 
-def plot_conditional_samples(target, conditions: torch.Tensor, x: torch.Tensor, path: str, title: str = "") -> None:
+def plot_conditional_samples(target, conditions: torch.Tensor, x: torch.Tensor, path, title: str = "") -> None:
     """For a few conditions (rows): the condition image, then decoded samples ``x`` (M, K, d) given it.
 
     Targets without a ``decode`` / ``image_shape`` (not image-conditioned) get a scatter of all samples.
@@ -86,11 +96,10 @@ def plot_conditional_samples(target, conditions: torch.Tensor, x: torch.Tensor, 
         axes[0, j].set_title(f"z {j}", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _finish(fig, path, 100)
 
 
-def plot_particles(target, samples: dict[str, torch.Tensor], path: str, title: str = "") -> None:
+def plot_particles(target, samples: dict[str, torch.Tensor], path, title: str = "") -> None:
     """Overlaid histograms of the energies and of all interatomic distances of each named sample set and of
     the target's reference samples (``agents.particle_reference``), for a particle target (or its
     zero-centre-of-mass coordinates, mapped back to particles)."""
@@ -115,5 +124,4 @@ def plot_particles(target, samples: dict[str, torch.Tensor], path: str, title: s
     axes[0, 0].legend(loc="upper right")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, path, 110)

@@ -228,6 +228,9 @@ class Runner:
     config_type: type
     budget_path: tuple[str, ...] = ("iterations",)
     resumable = False
+    # Whether one run to the largest energy budget stands for the smaller ones too (its curve's points at
+    # their marks): true where nothing in a run depends on its total budget.
+    curve_budgets = False
 
     def build(self, spec, preset) -> Any:
         """The validated run config of ``spec`` (the budget, then the overrides applied)."""
@@ -236,6 +239,12 @@ class Runner:
     def run(self, config, run_dir: str | os.PathLike | None, progress: bool) -> dict:
         """Run ``config``; write config.json and metrics.json into ``run_dir``; return the metrics."""
         raise NotImplementedError
+
+    def energy_run(self, config, energies: tuple[int, ...]) -> tuple[int, dict]:
+        """``(budget, overrides)`` of the run of ``config`` that stands for the energy budgets ``energies``
+        (all of them when ``curve_budgets``, else one): at most ``max(energies)`` training evaluations of the
+        target, the budget in the runner's unit and the overrides (e.g. marks) that make it so."""
+        raise ValueError(f"the {config.preset!r} method has no energy budget")
 
     def resume(self, run_dir: str | os.PathLike, config: dict, iterations: int | None = None, writable: bool = True):
         raise ValueError(

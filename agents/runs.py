@@ -13,6 +13,7 @@ continues a run directory through its runner (an error naming the method where i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,6 +90,13 @@ def split_extra(preset_name: str, extra: dict[str, Any]) -> tuple[dict, dict]:
 
 def build(spec: RunSpec) -> Any:
     return runner_for(spec.preset).build(spec, get_preset(spec.preset))
+
+
+def energy_spec(spec: RunSpec, energies) -> RunSpec:
+    """``spec`` as the run that stands for the energy budgets ``energies`` (``Runner.energy_run``): its budget
+    in the runner's unit and the overrides (marks, a stop) that keep it within ``max(energies)``."""
+    budget, overrides = runner_for(spec.preset).energy_run(build(spec), tuple(energies))
+    return dataclasses.replace(spec, budget=budget, overrides={**spec.overrides, **overrides})
 
 
 def run(spec: RunSpec, run_dir: str | os.PathLike | None, progress: bool = False) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from diffsampler.agents.budget import check_marks
 from diffsampler.agents.config import check_fields, check_seed
 from diffsampler.agents.gflownet import GFlowNetConfig
 from diffsampler.agents.guard import NONFINITE_POLICIES
@@ -23,6 +24,13 @@ class TrainConfig:
         device: torch device ("cpu", "cuda", ...).
         eval_every: evaluate every this many iterations (and at the end).
         eval_samples: trajectories per evaluation (the paper uses 2,000).
+        eval_repeats: the final evaluation (and those at ``eval_energy`` marks) averages this many
+            independent batches of ``eval_samples``; metrics.json then holds the means and ``eval_std``.
+        eval_energy: energy budgets (cumulative training evaluations of the target) at which the model is
+            also evaluated: the last model within each budget, i.e. before the iteration that crosses it.
+        energy_budget: stop training at this many energy evaluations: the iteration that would cross it
+            is undone (the model is the one before it; optimiser moments, buffers and generators keep it)
+            and the run ends there (None: ``iterations`` only).
         eval_steps: evaluate on the uniform grid of this many steps (None: the training T), e.g. a model
             trained with T = 100 evaluated with T = 25, 50 or 200.
         eval_per_condition: on a conditional target, trajectories per evaluation condition (None:
@@ -50,6 +58,9 @@ class TrainConfig:
     device: str = "cpu"
     eval_every: int = 1000
     eval_samples: int = 2000
+    eval_repeats: int = 1
+    eval_energy: tuple[int, ...] = ()
+    energy_budget: int | None = None
     eval_steps: int | None = None
     eval_per_condition: int | None = None
     log_every: int = 100
@@ -63,7 +74,7 @@ class TrainConfig:
     def __post_init__(self):
         check_fields(self)
         check_seed(self)
-        for name in ("iterations", "eval_every", "eval_samples", "log_every", "checkpoint_every"):
+        for name in ("iterations", "eval_every", "eval_samples", "eval_repeats", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.eval_steps is not None and self.eval_steps < 1:
@@ -76,3 +87,6 @@ class TrainConfig:
             raise ValueError(f"save_samples must be >= 0, got {self.save_samples!r}")
         if self.nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {self.nonfinite!r}")
+        object.__setattr__(self, "eval_energy", check_marks(self.eval_energy))
+        if self.energy_budget is not None:
+            check_marks((self.energy_budget,), "energy_budget")

@@ -1,10 +1,11 @@
 """Training a GFlowNet sampler: the loop, periodic evaluation, logging, checkpoints and resume.
 
 A run directory (``agents.runner.RunDirectory``) holds ``config.json``, tensorboard events,
-``figures/``, ``checkpoint.pt`` and, at the end, ``metrics.json`` and ``samples.pt``, all written
-atomically. ``Trainer.resume(run_dir)`` continues a run exactly where its last checkpoint left it:
-model, optimiser and random-generator states are all restored. ``GFlowNetRunner`` is the runner of
-the GFlowNet, PIS, DDS and DIS presets (``agents.runs.RUNNERS``).
+``figures/``, ``curve.jsonl`` (``agents.runlog``), ``checkpoint.pt`` and, at the end, ``metrics.json`` and
+``samples.pt``, all written atomically (``curve.jsonl`` line by line). ``Trainer.resume(run_dir)``
+continues a run exactly where its last checkpoint left it: model, optimiser and random-generator states
+are all restored. Evaluation and logging are ``agents.training_eval.TrainerEvaluation``.
+``GFlowNetRunner`` is the runner of the GFlowNet, PIS, DDS and DIS presets (``agents.runs.RUNNERS``).
 """
 
 from __future__ import annotations
@@ -20,16 +21,18 @@ import torch
 
 from diffsampler import envs
 from diffsampler.agents import runner
+from diffsampler.agents.budget import EnergyMarks, snapshot
 from diffsampler.agents.checkpoints import check_finite, check_state, read_config, same_config
 from diffsampler.agents.config import to_dict
-from diffsampler.agents.evaluation import evaluate_agent, repeat_summary
 from diffsampler.agents.gflownet import GFlowNetAgent
+from diffsampler.agents.runlog import RunLog, write_config
 from diffsampler.agents.runner import RunDirectory, Runner, final_metrics, setup_runtime
 from diffsampler.agents.train_config import TrainConfig
+from diffsampler.agents.training_eval import TrainerEvaluation
 from diffsampler.envs.targets.base import EvaluationCounter
 
 
-class Trainer:
+class Trainer(TrainerEvaluation):
     """Owns the MDP, the agent, the generators and the run directory of one training run.
 
     ``writable=False`` opens an existing run directory to evaluate it and writes nothing there.
@@ -50,10 +53,12 @@ class Trainer:
         self.last_eval: dict = {}
         self.last_samples: torch.Tensor | None = None  # terminal states of the last evaluation
         self.directory = RunDirectory(run_dir, writable) if run_dir is not None else None
+        self.log = RunLog(self.directory)  # curve.jsonl, tensorboard, figures
+        self._window_start: float | None = None  # start of the current timing window (run_loop)
         if self.directory is not None and writable:
             self.directory.lock()  # before anything is written: a second training here is refused
             if not same_config(self.directory, config):
-                self.directory.write_json("config.json", to_dict(config))
+                write_config(self.directory, config)
 
     @property
     def run_dir(self):
@@ -124,87 +129,57 @@ class Trainer:
         check_finite(state, self.directory / "checkpoint.pt", self.iteration)
         self.directory.save_tensor("checkpoint.pt", state)
 
-    def _log(self, scalars: dict, step: int) -> None:
-        writer = None if self.directory is None else self.directory.writer(purge_step=self.iteration + 1)
-        if writer is None:
-            return
-        for key, value in scalars.items():
-            if value is not None and math.isfinite(float(value)):
-                writer.add_scalar(key, float(value), step)
-
-    # --- evaluation ---------------------------------------------------------------------------------
-
-    def evaluate(self, n: int | None = None, figure: bool | None = None, repeat: int = 0) -> dict:
-        """Metrics of ``n`` on-policy trajectories (and exact samples, where the target has them), with a
-        figure in the run directory. Its own generators are seeded from (seed, iteration, repeat), so
-        evaluating never perturbs training; ``repeat`` draws independent batches of the same model."""
-        wanted = self.config.figures if figure is None else figure
-        figures = self.directory if wanted and self.directory is not None and self.directory.writable else None
-        result, samples = evaluate_agent(self.agent, self.config, self.iteration, n, repeat, figures)
-        if repeat == 0 and samples is not None:
-            self.last_samples = samples
-        return result
-
-    def evaluate_repeated(self, repeats: int) -> dict:
-        """Mean and standard deviation of each metric over ``repeats`` independent evaluation batches.
-
-        Separates the evaluation's own noise (a 2,000-sample log-mean-exp is noisy) from the model's
-        quality. Returns ``{key: {"mean", "std", "values"}}`` for the numeric metrics.
-        """
-        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 2:
-            raise ValueError(f"repeats must be an integer >= 2, got {repeats!r}")
-        return repeat_summary([self.evaluate(figure=False, repeat=r + 1) for r in range(repeats)])
-
     # --- the loop -----------------------------------------------------------------------------------
 
     def run_loop(self, progress: bool = True, stop=None) -> dict:
-        """Train up to ``config.iterations``, evaluating, logging and checkpointing on the way. ``stop``: a
+        """Train up to ``config.iterations`` (or ``energy_budget``), evaluating, logging and checkpointing on
+        the way; time spent evaluating and checkpointing is kept out of ``train_seconds``. ``stop``: a
         ``runner.stop_on_signals`` flag; once it is set, the loop saves a checkpoint at the next iteration
         boundary and raises ``TrainingInterrupted``."""
         from tqdm.auto import tqdm
 
         cfg = self.config
         start = time.perf_counter()
+        self.log.resume_at(self.iteration, self.energy_evaluations)
+        budget = (cfg.energy_budget,) if cfg.energy_budget is not None else ()
+        marks = EnergyMarks(cfg.eval_energy + budget, self.energy_evaluations)
         bar = tqdm(total=cfg.iterations, initial=self.iteration, disable=not progress, dynamic_ncols=True)
-        window_start, window_iters = time.perf_counter(), 0
+        self._window_start, window_iters, undone = time.perf_counter(), 0, 0
         while self.iteration < cfg.iterations:
             if stop is not None and stop.signum is not None:
                 bar.close()
                 self._interrupted(stop.signum)
-            it = self.iteration
-            count = self._counter.count
+            it, spent, count = self.iteration, self.energy_evaluations, self._counter.count
+            before = snapshot(self.agent) if marks else None  # the model a crossed mark is evaluated on
             out = self.agent.train_step(it, self.generator, self.cpu_generator)
             self.energy_evaluations += self._counter.count - count
             self.iteration += 1
             window_iters += 1
             bar.update(1)
-            if self.iteration % cfg.log_every == 0 or self.iteration == cfg.iterations:
+            crossed = marks.crossed(spent, self.energy_evaluations)
+            ends = cfg.energy_budget in crossed
+            if self.iteration % cfg.log_every == 0 or self.iteration == cfg.iterations or ends:
                 loss = float(out["loss"])  # the one host sync per logging window
-                elapsed = time.perf_counter() - window_start
-                self.train_seconds += elapsed
-                ms = 1000 * elapsed / window_iters
-                diagnostics = self.agent.source.diagnostics() if self.agent.source is not None else {}
-                self._log(
-                    diagnostics
-                    | {
-                        "train/loss": loss,
-                        "train/ms_per_iteration": ms,
-                        "train/exploration_std": self.agent.exploration_std(it),
-                        "train/skipped_batches": self.agent.guard.skipped_batches,
-                    },
-                    self.iteration,
-                )
+                now = time.perf_counter()
+                self.train_seconds += now - self._window_start
+                self._log_training(out, loss, 1000 * (now - self._window_start) / window_iters, it)
+                self._window_start, window_iters = now, 0
                 bar.set_postfix(loss=f"{loss:.3g}", **self._postfix())
-            if self.iteration % cfg.eval_every == 0 or self.iteration == cfg.iterations:
-                self.last_eval = self.evaluate()
-                self._log({f"eval/{k}": v for k, v in self.last_eval.items()}, self.iteration)
+            paused = time.perf_counter()
+            if crossed:
+                self.last_eval = self._evaluate_marks(before, it, spent, crossed)
+                undone = int(ends)
+            final = self.iteration == cfg.iterations
+            if not ends and (self.iteration % cfg.eval_every == 0 or final):
+                self.last_eval = self.evaluate_point(cfg.eval_repeats if final else 1)
                 bar.set_postfix(loss=f"{float(out['loss']):.3g}", **self._postfix())
-            if self.iteration % cfg.checkpoint_every == 0 or self.iteration == cfg.iterations:
+            if self.iteration % cfg.checkpoint_every == 0 or final or ends:
                 self.save_checkpoint()
-            if self.iteration % cfg.log_every == 0:
-                window_start, window_iters = time.perf_counter(), 0
+            self._window_start += time.perf_counter() - paused
+            if ends:
+                break
         bar.close()
-        return self.finish(time.perf_counter() - start)
+        return self.finish(time.perf_counter() - start, undone)
 
     def run(self, progress: bool = True, stop_on_signals: bool = False) -> dict:
         """``run_loop`` holding the run directory's lock. ``stop_on_signals``: Ctrl-C or SIGTERM (a second
@@ -215,6 +190,7 @@ class Trainer:
             with runner.stop_on_signals() if stop_on_signals else contextlib.nullcontext() as stop:
                 return self.run_loop(progress, stop)
         finally:
+            self.log.close()
             if self.directory is not None:
                 self.directory.close()
 
@@ -229,17 +205,14 @@ class Trainer:
             f"with: diffsampler-train --resume {self.run_dir}",
         )
 
-    def _postfix(self) -> dict:
-        keys = ("delta_log_z", "delta_log_z_rw", "w2") if self.mdp.target.log_Z is not None else ("log_z", "log_z_rw")
-        return {k: f"{self.last_eval[k]:.3f}" for k in keys if self.last_eval.get(k) is not None}
-
-    def finish(self, wall_seconds: float) -> dict:
-        """Final metrics (flat keys), written to ``metrics.json`` in the run directory."""
+    def finish(self, wall_seconds: float, undone: int = 0) -> dict:
+        """Final metrics (flat keys), written to ``metrics.json`` in the run directory. ``undone``: iterations
+        run but undone by the energy budget (their time is in ``train_seconds``)."""
         if not self.last_eval:
-            self.last_eval = self.evaluate()
+            self.last_eval = self.evaluate_point(self.config.eval_repeats)
         result = final_metrics(
             self.last_eval,
-            ms_per_iteration=1000 * self.train_seconds / max(self.iteration, 1),
+            ms_per_iteration=1000 * self.train_seconds / max(self.iteration + undone, 1),
             iterations=self.iteration,
             wall_seconds=wall_seconds,
             energy_evaluations=self.energy_evaluations,
@@ -258,6 +231,13 @@ class GFlowNetRunner(Runner):
 
     config_type = TrainConfig
     resumable = True
+    curve_budgets = True  # no schedule depends on the total iterations (exploration decays by iteration)
+
+    def energy_run(self, config: TrainConfig, energies: tuple[int, ...]) -> tuple[int, dict]:
+        """Train until an iteration would cross the largest budget (every iteration evaluates at least its
+        batch's terminal rewards, which bounds the iterations), with marks at all of them."""
+        budget = max(energies) // config.agent.batch_size + 1
+        return budget, {"eval_energy": tuple(energies), "energy_budget": max(energies)}
 
     def run(self, config: TrainConfig, run_dir, progress: bool, stop_on_signals: bool = False) -> dict:
         return Trainer(config, run_dir).run(progress=progress, stop_on_signals=stop_on_signals)

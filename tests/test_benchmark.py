@@ -24,6 +24,7 @@ TINY = dict(
     budget=10,
     overrides={"eval_samples": 200, "figures": False},
     env_overrides={"num_steps": 10},
+    eval_repeats=1,
     progress=False,
 )
 TABLE_KEYS = ("delta_log_z", "delta_log_z_rw", "w2", "ess")

@@ -186,7 +186,7 @@ def test_each_baseline_trains_end_to_end_through_agents_runs(algo, tmp_path):
 def test_library_dummy_vec_env_of_plain_envs_trains(algo):
     config = _config(algo)
     config = dataclasses.replace(config, agent=dataclasses.replace(config.agent, vec_env="dummy", n_envs=2))
-    _, _, _, stats = rl.train(config)
+    _, _, _, stats, _ = rl.train(config)
     # one log R per finished episode (info["log_reward"] reuses the reward's evaluation)
     assert stats["energy_evaluations"] == stats["env_steps"] // T == 4
 

@@ -94,9 +94,12 @@ class MCMCMethod:
     (``agents.baselines.mcmc_runs.MCMCRunner``) on first use: defining it and giving it a preset
     (``agents.presets``) makes a method of the CLI and the benchmark.
 
-    ``budget_field``: the config field a run's budget sets. ``sample(target, generator, eval_samples)``
-    runs the method and returns ``(metrics, samples)``: the log-weight keys of ``agents.metrics`` (None
-    where the method has no estimate) plus diagnostics, and ``eval_samples`` samples for the sample metrics.
+    ``budget_field``: the config field a run's budget sets. ``sample(target, generator, eval_samples,
+    repeats, monitor)`` runs the method and returns ``(metrics, sample_sets)``: the log-weight keys of
+    ``agents.metrics`` (None where the method has no estimate) plus diagnostics, and up to ``repeats``
+    sets of ``eval_samples`` samples for the sample metrics. ``monitor(step, x)``, where given, is called
+    with the current samples after every step that has samples of the target (MALA chains; not SMC,
+    whose intermediate particles target the tempered densities).
     """
 
     budget_field: ClassVar[str]
@@ -105,7 +108,13 @@ class MCMCMethod:
         super().__init_subclass__(**kwargs)
         MCMC_METHODS.append(cls)
 
-    def sample(self, target: Target, generator: torch.Generator, eval_samples: int) -> tuple[dict, torch.Tensor]:
+    def sample(
+        self, target: Target, generator: torch.Generator, eval_samples: int, repeats: int = 1, monitor=None
+    ) -> tuple[dict, list[torch.Tensor]]:
+        raise NotImplementedError
+
+    def budget_for_energy(self, energy: int) -> int:
+        """The largest ``budget_field`` value whose run spends at most ``energy`` target evaluations."""
         raise NotImplementedError
 
 
@@ -169,8 +178,17 @@ class SMCConfig(MCMCMethod):
     def energy_evaluations(self) -> int:
         return self.particles * (1 + self.temperatures * self.mala_steps)
 
-    def sample(self, target: Target, generator: torch.Generator, eval_samples: int) -> tuple[dict, torch.Tensor]:
-        """log Z is the SMC estimate (``log_z_rw`` the same number); samples resampled by the final weights."""
+    def budget_for_energy(self, energy: int) -> int:
+        """Temperatures K with ``particles * (1 + K * mala_steps) <= energy`` (the particles are kept)."""
+        k = (energy // self.particles - 1) // max(self.mala_steps, 1)
+        _check(k >= 1, f"{energy} energy evaluations are below one SMC temperature of {self.particles} particles")
+        return k
+
+    def sample(
+        self, target: Target, generator: torch.Generator, eval_samples: int, repeats: int = 1, monitor=None
+    ) -> tuple[dict, list[torch.Tensor]]:
+        """log Z is the SMC estimate (``log_z_rw`` the same number); ``repeats`` sets of ``eval_samples``
+        resampled independently by the final weights (from the same particles)."""
         out = smc(target, self, generator)
         log_z = float(out.log_z)
         delta = None if target.log_Z is None else abs(target.log_Z - log_z)
@@ -178,7 +196,8 @@ class SMCConfig(MCMCMethod):
         result |= {"ess": float(out.ess[-1]), "acceptance_rate": float(out.acceptance.mean())}
         result |= {"final_step_size": float(out.step_size[-1]), "resampling_events": int(out.resampled.sum())}
         result["min_ess"] = float(out.ess.min())
-        return result, out.x[resample(out.log_w, eval_samples, self.resampling, generator)]
+        sets = [out.x[resample(out.log_w, eval_samples, self.resampling, generator)] for _ in range(repeats)]
+        return result, sets
 
 
 class SMCResult(NamedTuple):
@@ -239,92 +258,17 @@ def smc(target: Target, config: SMCConfig = SMCConfig(), generator: torch.Genera
     )
 
 
-# --- parallel MALA chains ---------------------------------------------------------------------------
+# MALA chains live in their own module; importing them here registers them with MCMC_METHODS whenever this
+# module is imported, and keeps ``from diffsampler.agents.baselines.mcmc import MALAChainConfig`` working.
+from diffsampler.agents.baselines.mala import MALAChainConfig, MALAChainResult, mala_chains  # noqa: E402
 
-
-@dataclass(frozen=True)
-class MALAChainConfig(MCMCMethod):
-    """Independent parallel MALA chains targeting R, started from N(0, s^2 I).
-
-    Attributes:
-        chains: number of chains.
-        steps: MALA steps per chain in total (the run's budget, ``--iterations``).
-        burn_in: steps discarded before samples are kept; None: ``steps // 2``.
-        thin: keep every ``thin``-th post-burn-in state.
-        step_size: initial MALA step size eta.
-        adapt_step_size: adapt eta toward ``target_acceptance`` during burn-in only (then frozen, so
-            the kept samples come from one fixed, target-invariant kernel).
-        target_acceptance: 0.574, optimal for MALA.
-        init_var: variance s^2 of the initial distribution; None: the target's ``t_scale``.
-    """
-
-    budget_field: ClassVar[str] = "steps"
-
-    chains: int = 2000
-    steps: int = 1000
-    burn_in: int | None = None
-    thin: int = 10
-    step_size: float = 0.1
-    adapt_step_size: bool = True
-    target_acceptance: float = 0.574
-    init_var: float | None = None
-
-    def __post_init__(self):
-        check_fields(self)
-        _positive_int(self.chains, "chains")
-        _positive_int(self.steps, "steps")
-        _positive_int(self.thin, "thin")
-        if self.burn_in is not None:
-            _positive_int(self.burn_in, "burn_in", 0)
-            _check(
-                self.burn_in < self.steps, f"need burn_in < steps, got burn_in={self.burn_in!r}, steps={self.steps!r}"
-            )
-        _positive_float(self.step_size, "step_size")
-        _acceptance(self.target_acceptance)
-        _positive_float(self.init_var, "init_var", allow_none=True)
-
-    @property
-    def burn_in_steps(self) -> int:
-        return self.steps // 2 if self.burn_in is None else self.burn_in
-
-    @property
-    def energy_evaluations(self) -> int:
-        return self.chains * (1 + self.steps)
-
-    def sample(self, target: Target, generator: torch.Generator, eval_samples: int) -> tuple[dict, torch.Tensor]:
-        """Samples only (no log Z): the final states of the first ``eval_samples`` chains."""
-        out = mala_chains(target, self, generator)
-        result = dict.fromkeys(("log_z", "log_z_rw", "delta_log_z", "delta_log_z_rw", "eubo", "ess"))
-        result["acceptance_rate"] = float(out.acceptance[self.burn_in_steps :].mean())
-        result["final_step_size"] = float(out.step_size)
-        return result, out.samples[-1, :eval_samples]
-
-
-class MALAChainResult(NamedTuple):
-    samples: torch.Tensor  # (S, chains, d) kept states, S = ceil((steps - burn_in) / thin)
-    log_r: torch.Tensor  # (S, chains)
-    acceptance: torch.Tensor  # (steps,) mean acceptance probability of each step
-    step_size: torch.Tensor  # () the (frozen) step size after burn-in
-    energy_evaluations: int
-
-
-def mala_chains(
-    target: Target, config: MALAChainConfig = MALAChainConfig(), generator: torch.Generator | None = None
-) -> MALAChainResult:
-    """Run ``config.chains`` parallel MALA chains on ``target``; keep thinned post-burn-in states."""
-    c = config
-    log_reward = _Counted(target.log_reward)
-    x0, _ = _initial(target, c.chains, c.init_var, generator)
-    state = mala_init(log_reward, x0)
-    eta = torch.tensor(c.step_size, device=x0.device, dtype=x0.dtype)
-    kept_x, kept_r, rates = [], [], []
-    for i in range(c.steps):
-        state, info = mala_step(state, log_reward, eta, generator)
-        rates.append(info.acceptance_rate)
-        if i < c.burn_in_steps:
-            if c.adapt_step_size:
-                eta = adapt_step_size(eta, info.acceptance_rate, c.target_acceptance)
-        elif (i - c.burn_in_steps) % c.thin == 0:
-            kept_x.append(state.x)
-            kept_r.append(state.log_r)
-    return MALAChainResult(torch.stack(kept_x), torch.stack(kept_r), torch.stack(rates), eta, log_reward.count)
+__all__ = [
+    "MCMC_METHODS",
+    "MCMCMethod",
+    "SMCConfig",
+    "SMCResult",
+    "smc",
+    "MALAChainConfig",
+    "MALAChainResult",
+    "mala_chains",
+]

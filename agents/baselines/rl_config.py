@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 from diffsampler.agents.config import check_fields, check_seed
+from diffsampler.agents.budget import check_marks
 
 # Names of the algorithms (keys of ``agents.baselines.rl.ALGORITHMS``).
 ALGORITHM_NAMES = ("sb3-sac", "sb3-ppo", "ts-sac")
@@ -106,6 +107,11 @@ class RLRunConfig:
         seed: seeds the library, the networks and evaluation.
         device: torch device.
         eval_samples: trajectories of the final evaluation (the paper uses 2,000).
+        eval_repeats: the final evaluation (and those at ``eval_energy`` marks) averages this many
+            independent batches of ``eval_samples`` trajectories; metrics.json then holds ``eval_std``.
+        eval_energy: energy budgets (episodes: one terminal reward each) at which the policy is also
+            evaluated: before the collection that would finish episodes beyond each.
+        eval_every: also evaluate every this many env steps (None: only at the marks and the end).
         threads: torch CPU threads (None: torch's default).
     """
 
@@ -117,6 +123,9 @@ class RLRunConfig:
     seed: int = 0
     device: str = "cpu"
     eval_samples: int = 2000
+    eval_repeats: int = 1
+    eval_energy: tuple[int, ...] = ()
+    eval_every: int | None = None
     threads: int | None = None
 
     def __post_init__(self):
@@ -134,8 +143,11 @@ class RLRunConfig:
             raise ValueError(
                 "set the action bound through the agent's action_bound_std, not env_kwargs['action_bound']"
             )
-        for name in ("env_steps", "eval_samples"):
+        for name in ("env_steps", "eval_samples", "eval_repeats"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ValueError(f"eval_every must be None or >= 1, got {self.eval_every!r}")
+        object.__setattr__(self, "eval_energy", check_marks(self.eval_energy))
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be None or >= 1, got {self.threads!r}")

@@ -173,6 +173,12 @@ def evaluate_policy(mdp: DiffusionMDP, head: PolicyHead, n: int = 2000, seed: in
     gives such a path density 0 when one of its increments leaves the action Box, so EUBO is then
     None and ``backward_outside_support`` reports the fraction of such paths.
     """
+    return policy_evaluation(mdp, head, n, seed)[0]
+
+
+@torch.no_grad()
+def policy_evaluation(mdp: DiffusionMDP, head: PolicyHead, n: int = 2000, seed: int = 0):
+    """``evaluate_policy``'s metrics, the ``n`` samples and the exact samples (None without a sampler)."""
     target, kernel = mdp.target, HeadKernel(mdp, head)
     gen = torch.Generator(mdp.device).manual_seed(seed)
     traj = mdp.score(kernel, mdp.rollout(kernel, n, gen))
@@ -187,4 +193,4 @@ def evaluate_policy(mdp: DiffusionMDP, head: PolicyHead, n: int = 2000, seed: in
         log_w_bwd = None if bool(bad.any()) else log_w
     result = metrics.summarize(traj.log_weight, target.log_Z, x, exact, log_w_bwd, target)
     result["backward_outside_support"] = outside
-    return result
+    return result, x, exact

@@ -24,9 +24,17 @@ from diffsampler.envs.sampler_mdp import DiffusionMDP
 
 
 class _Progress(BaseCallback):
-    def __init__(self, total: int, enabled: bool):
+    """The progress bar, and the run's evaluation hook at the start of every collection (``hook(env_steps,
+    env steps after this collection)``; the policy has then been trained on everything collected)."""
+
+    def __init__(self, total: int, enabled: bool, hook=None, per_collect: int = 0):
         super().__init__()
         self.total, self.enabled, self.bar = total, enabled, None
+        self.hook, self.per_collect = hook, per_collect
+
+    def _on_rollout_start(self) -> None:
+        if self.hook is not None:
+            self.hook(self.num_timesteps, self.num_timesteps + self.per_collect)
 
     def _on_training_start(self) -> None:
         from tqdm.auto import tqdm
@@ -85,9 +93,10 @@ class SB3SAC:
         return model
 
     @staticmethod
-    def learn(model: SAC, env_steps: int, progress: bool) -> dict:
-        """Train; returns the env steps and gradient steps taken."""
-        model.learn(total_timesteps=env_steps, callback=_Progress(env_steps, progress))
+    def learn(model: SAC, env_steps: int, progress: bool, hook=None) -> dict:
+        """Train (calling ``hook`` at every collection); returns the env steps and gradient steps taken."""
+        per_collect = model.train_freq.frequency * model.n_envs
+        model.learn(total_timesteps=env_steps, callback=_Progress(env_steps, progress, hook, per_collect))
         return {"env_steps": model.num_timesteps, "gradient_steps": model._n_updates}
 
     @staticmethod
@@ -136,8 +145,9 @@ class SB3PPO:
     save = staticmethod(SB3SAC.save)
 
     @staticmethod
-    def learn(model: PPO, env_steps: int, progress: bool) -> dict:
-        model.learn(total_timesteps=env_steps, callback=_Progress(env_steps, progress))
+    def learn(model: PPO, env_steps: int, progress: bool, hook=None) -> dict:
+        per_collect = model.n_steps * model.n_envs
+        model.learn(total_timesteps=env_steps, callback=_Progress(env_steps, progress, hook, per_collect))
         minibatches = model.n_envs * model.n_steps // model.batch_size  # SB3 counts epochs in _n_updates
         return {"env_steps": model.num_timesteps, "gradient_steps": model._n_updates * minibatches}
 

@@ -90,8 +90,9 @@ class TianshouSAC:
         return TianshouModel(algorithm, venv, cfg)
 
     @staticmethod
-    def learn(model: TianshouModel, env_steps: int, progress: bool) -> dict:
-        """Train; returns the env steps and gradient steps taken."""
+    def learn(model: TianshouModel, env_steps: int, progress: bool, hook=None) -> dict:
+        """Train (calling ``hook`` before every collection step: Tianshou's ``training_fn``); returns the env
+        steps and gradient steps taken."""
         cfg = model.cfg
         collector = Collector(model.algorithm, model.venv, VectorReplayBuffer(cfg.buffer_size, cfg.n_envs))
         collector.reset()
@@ -100,6 +101,11 @@ class TianshouSAC:
         per_collect = cfg.train_every * cfg.n_envs
         random_steps = collector.collect_step
         remaining = env_steps - random_steps
+
+        def training_fn(epoch: int, step: int) -> None:  # step: env steps of the trainer (after the random ones)
+            if hook is not None:
+                hook(random_steps + step, random_steps + step + per_collect)
+
         if remaining > 0:
             model.algorithm.run_training(
                 OffPolicyTrainerParams(
@@ -112,6 +118,7 @@ class TianshouSAC:
                     test_collector=None,
                     verbose=False,
                     show_progress=progress,
+                    training_fn=training_fn,
                 )
             )
         # the trainer resets the collector's counters (and envs) before training

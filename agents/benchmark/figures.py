@@ -67,7 +67,10 @@ def sample_figures(records: list[dict], out_dir: str | Path, method_label=lambda
     out_dir = Path(out_dir)
     written = []
     for target_key in dict.fromkeys(r["target"] for r in records):
-        recs = sorted((r for r in records if r["target"] == target_key), key=lambda r: r["seed"])
+        # lowest seed; of an equal-budget comparison's runs, the largest budget's
+        recs = sorted(
+            (r for r in records if r["target"] == target_key), key=lambda r: (r["seed"], -max(r.get("energy") or [0]))
+        )
         panels: dict[str, torch.Tensor | None] = {}
         for preset in dict.fromkeys(r["preset"] for r in recs):
             found = (s for r in recs if r["preset"] == preset and (s := _samples(r)) is not None)

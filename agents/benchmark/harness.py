@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffsampler.agents.benchmark.backends import BACKENDS
+from diffsampler.agents.benchmark.budgets import budget_tables, energy_groups
+from diffsampler.agents.benchmark.curves import budget_figures
 from diffsampler.agents.benchmark.figures import sample_figures
 from diffsampler.agents.benchmark.jobs import (
     TABLE1_PRESETS,
@@ -51,6 +53,12 @@ class BenchmarkConfig:
         seeds: seeds 0 .. seeds-1 per (target, preset).
         budget: budget of every run in its runner's unit (None: each preset's default).
         preset_budgets: preset -> budget, over ``budget`` (methods with different units, e.g. RL env steps).
+        energy_budgets: equal-budget mode (``agents.benchmark.budgets``): every method up to each of these
+            numbers of energy evaluations (instead of ``budget``); table.md holds the per-budget tables.
+        preset_energies: preset -> its energy budgets, over ``energy_budgets`` (a method whose larger
+            budgets do not fit the time at hand; the table estimates them).
+        eval_repeats: every run's final evaluation (and those at energy budgets) averages this many
+            independent evaluation batches (the runs' ``eval_repeats``; ``--set eval_repeats=K`` wins).
         overrides: config field -> value, applied to the runs whose config has that field.
         env_overrides: env keyword -> value for every run (e.g. ``{"num_steps": 50}``).
         backend: ``"local"`` (process pool), ``"ray"`` or ``"inline"`` (this process, serial).
@@ -74,6 +82,9 @@ class BenchmarkConfig:
     seeds: int = 5
     budget: int | None = None
     preset_budgets: dict = field(default_factory=dict)
+    energy_budgets: tuple[int, ...] = ()
+    preset_energies: dict = field(default_factory=dict)
+    eval_repeats: int = 5
     overrides: dict = field(default_factory=dict)
     env_overrides: dict = field(default_factory=dict)
     backend: str = "local"
@@ -105,6 +116,12 @@ class BenchmarkConfig:
             raise ValueError(f"threads must be >= 1, got {self.threads!r}")
         if not (math.isfinite(self.gpus_per_run) and self.gpus_per_run >= 0):
             raise ValueError(f"gpus_per_run must be >= 0, got {self.gpus_per_run!r}")
+        if self.energy_budgets and (self.budget is not None or self.preset_budgets):
+            raise ValueError("energy budgets set every run's budget: give them without --iterations/--preset-budget")
+        if self.preset_energies and not self.energy_budgets:
+            raise ValueError("per-preset energy budgets need --budget-energy")
+        if isinstance(self.eval_repeats, bool) or not isinstance(self.eval_repeats, int) or self.eval_repeats < 1:
+            raise ValueError(f"eval_repeats must be a positive integer, got {self.eval_repeats!r}")
         if not self.targets or not self.presets:
             raise ValueError(f"need at least one target and one preset, got {self.targets!r}, {self.presets!r}")
 
@@ -156,31 +173,34 @@ def plan(cfg: BenchmarkConfig) -> list[Job]:
     unused = [k for k in cfg.overrides if not any(k in f for f in fields.values())]
     if unused:
         raise ValueError(f"overrides {unused} name no config field of the presets {presets}")
-    unknown = sorted(set(cfg.preset_budgets) - set(presets))
+    unknown = sorted((set(cfg.preset_budgets) | set(cfg.preset_energies)) - set(presets))
     if unknown:
         raise ValueError(f"preset budgets for {unknown}, which are not among the presets {presets}")
+    repeats = {"eval_repeats": cfg.eval_repeats}
     env_overrides = {k: _literal(v) for k, v in cfg.env_overrides.items()}
     targets = [resolve_target(t, cfg.data_path) for t in cfg.targets]
     jobs = []
     for name, env_id, env_kwargs in targets:
         for preset in presets:
-            overrides = {
-                k: parse_value(v, fields[preset][k][1], k) for k, v in cfg.overrides.items() if k in fields[preset]
-            }
+            given = repeats | cfg.overrides
+            overrides = {k: parse_value(v, fields[preset][k][1], k) for k, v in given.items() if k in fields[preset]}
+            energies = tuple(cfg.preset_energies.get(preset, cfg.energy_budgets))
             for seed in range(cfg.seeds):
-                job = Job(
-                    name,
-                    env_id,
-                    {**env_kwargs, **env_overrides},
-                    preset,
-                    seed,
-                    cfg.preset_budgets.get(preset, cfg.budget),
-                    overrides,
-                    cfg.device,
-                    cfg.threads,
-                )
-                build(job.spec())  # a bad override is an error now, not in a worker later
-                jobs.append(job)
+                for energy in energy_groups(preset, energies):
+                    job = Job(
+                        name,
+                        env_id,
+                        {**env_kwargs, **env_overrides},
+                        preset,
+                        seed,
+                        cfg.preset_budgets.get(preset, cfg.budget),
+                        overrides,
+                        cfg.device,
+                        cfg.threads,
+                        energy,
+                    )
+                    build(job.spec())  # a bad override is an error now, not in a worker later
+                    jobs.append(job)
     return jobs
 
 
@@ -243,11 +263,16 @@ def write_outputs(cfg: BenchmarkConfig, records: list[dict]) -> tuple[Path, list
     out = Path(cfg.out)
     paper = load_paper(cfg.paper_path) if Path(cfg.paper_path).exists() or cfg.compare_paper else None
     table = out / "table.md"
-    table.write_text(render(records, paper, cfg.compare_paper, cfg.seeds, cfg.command))
+    if cfg.energy_budgets:
+        table.write_text(budget_tables(records, paper, cfg.energy_budgets, cfg.command))
+    else:
+        table.write_text(render(records, paper, cfg.compare_paper, cfg.seeds, cfg.command))
     figures = []
     if cfg.figures:
         methods, targets = labels(paper)
         figures = sample_figures(records, out / "figures", lambda p: methods.get(p, p), lambda t: targets.get(t, t))
+        if cfg.energy_budgets:
+            figures += budget_figures(records, paper, out / "figures", cfg.energy_budgets)
     return table, figures
 
 

@@ -47,7 +47,7 @@ TABLE1_PRESETS = (
 
 # Files a worker hands back with its result, so a driver without the worker's filesystem (a Ray
 # cluster with no shared disk) can still hold every finished run.
-RESULT_FILES = ("job.json", "config.json", "metrics.json", "error.json", "samples.pt")
+RESULT_FILES = ("job.json", "config.json", "metrics.json", "error.json", "samples.pt", "curve.jsonl")
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,8 @@ class Job:
         budget: the run's budget in its runner's unit (None: the preset's default).
         overrides: config field -> value for this run.
         device, threads: where the run computes (not part of the run's identity).
+        energy: the energy budgets this run stands for (``agents.benchmark.budgets``; its budget and marks
+            then come from its runner's ``energy_run``); empty for an ordinary run.
     """
 
     target: str
@@ -73,22 +75,28 @@ class Job:
     overrides: dict = field(default_factory=dict)
     device: str = "cpu"
     threads: int | None = 1
+    energy: tuple[int, ...] = ()
 
     @property
     def key(self) -> str:
-        return f"{self.target}-{self.preset}-s{self.seed}"
+        from diffsampler.agents.benchmark.budgets import energy_label
+
+        suffix = f"-e{energy_label(max(self.energy))}" if self.energy else ""
+        return f"{self.target}-{self.preset}-s{self.seed}{suffix}"
 
     def identity(self) -> dict:
         """What makes two runs the same run (device, threads and the data location do not)."""
         d = asdict(self)
         d.pop("device"), d.pop("threads")
         d["env_kwargs"] = {k: v for k, v in d["env_kwargs"].items() if k != "data_path"}
+        if not d["energy"]:
+            d.pop("energy")  # ordinary runs keep the identity they always had
         return d
 
     def spec(self):
-        from diffsampler.agents.runs import RunSpec
+        from diffsampler.agents.runs import RunSpec, energy_spec
 
-        return RunSpec(
+        spec = RunSpec(
             env_id=self.env_id,
             preset=self.preset,
             seed=self.seed,
@@ -98,6 +106,7 @@ class Job:
             device=self.device,
             threads=self.threads,
         )
+        return energy_spec(spec, self.energy) if self.energy else spec
 
 
 def resolve_target(name: str, data_path: str | None = None) -> tuple[str, str, dict]:
@@ -141,6 +150,12 @@ def finished_record(run_dir: Path, job: Job) -> dict | None:
     return make_record(job, run_dir, "ok", metrics=metrics, config=_read_json(run_dir / "config.json"))
 
 
+def _curve(run_dir: Path) -> list[dict]:
+    from diffsampler.agents.runlog import read_curve
+
+    return read_curve(run_dir / "curve.jsonl")
+
+
 def make_record(job: Job, run_dir: Path, status: str, **fields) -> dict:
     """One line of results.jsonl."""
     return {
@@ -149,6 +164,8 @@ def make_record(job: Job, run_dir: Path, status: str, **fields) -> dict:
         **job.identity(),
         "env_kwargs": dict(job.env_kwargs),
         "run_dir": str(run_dir),
+        "energy": list(job.energy),
+        "curve": _curve(run_dir) if status == "ok" else [],
         "metrics": fields.get("metrics"),
         "config": fields.get("config"),
         "error": fields.get("error"),

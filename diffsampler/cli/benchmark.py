@@ -6,11 +6,14 @@ Examples:
     diffsampler-benchmark --targets lgcp --presets tb-expl-lp-ls --data-path ../shared/data --out runs/lgcp
     diffsampler-benchmark --backend ray --ray-address auto --presets all --seeds 5 --out /shared/t1
     diffsampler-benchmark --import benchmarks/results --out runs/imported --compare-paper
+    diffsampler-benchmark --targets 25gmm --presets tb-expl,smc,sb3-ppo --budget-energy 1e5,1e6 --out runs/x
 
 Run the same command again to resume: finished runs (metrics.json present) are skipped, interrupted
 or failed ones start again. Targets: short names (25gmm, funnel, manywell = Manywell-32, manywell8,
 lgcp, ...) or registered env ids. ``--set NAME=VALUE`` overrides a config field of every run that has
 it (``--set eval_samples=500``); ``--env-arg NAME=VALUE`` passes an env keyword to every run.
+``--budget-energy 1e5,1e6`` runs every method up to each number of energy evaluations (target evaluations
+spent by training) and writes per-budget tables and metric-against-evaluations figures.
 ``python scripts/benchmark.py`` is the same command from a checkout. Arguments are checked against
 ``cli.schema`` before torch is imported.
 """
@@ -23,6 +26,7 @@ import signal
 import sys
 from pathlib import Path
 
+from diffsampler.agents.budget import parse_energies
 from diffsampler.cli import args as cli
 from diffsampler.cli import schema
 from diffsampler.cli.outcome import guarded
@@ -63,6 +67,24 @@ def parser() -> cli.Parser:
         default=[],
         metavar="PRESET=N",
         help="budget of one preset's runs, over --iterations (e.g. RL env steps: sb3-sac=300000)",
+    )
+    p.add_argument(
+        "--budget-energy",
+        metavar="E1,E2,...",
+        help="equal-budget mode: every method up to each number of energy evaluations (e.g. 1e5,1e6,1e7)",
+    )
+    p.add_argument(
+        "--preset-energy",
+        action="append",
+        default=[],
+        metavar="PRESET=E1,E2",
+        help="energy budgets of one preset, over --budget-energy (e.g. sb3-ppo=1e5,1e6; the others are estimated)",
+    )
+    p.add_argument(
+        "--eval-repeats",
+        type=cli.positive("--eval-repeats"),
+        default=5,
+        help="independent evaluation batches averaged at the end of every run (default 5; mean ± std in the tables)",
     )
     p.add_argument("--quick", action="store_true", help="a few minutes: 25gmm,manywell x 3 presets x 1 seed x 100 it")
     p.add_argument("--backend", default="local", type=cli.choice("--backend", BACKENDS), help="local, ray or inline")
@@ -120,9 +142,26 @@ def check(args) -> dict:
             budgets[preset] = cli.positive(f"--preset-budget {preset}=N")(value)
         except cli.argparse.ArgumentTypeError as err:
             raise cli.UsageError(str(err)) from None
+    try:
+        energies = parse_energies(args.budget_energy) if args.budget_energy else ()
+        preset_energies = {
+            k: parse_energies(v) for k, v in _pairs(args.preset_energy, "--preset-energy", field_names=False).items()
+        }
+    except ValueError as err:
+        raise cli.UsageError(str(err)) from None
+    for preset in preset_energies:
+        if preset not in presets_known:
+            raise cli.UsageError(f"--preset-energy {preset}=...: unknown preset{cli.suggest(preset, presets_known)}")
     if args.gpus_per_run < 0 or args.gpus_per_run != args.gpus_per_run:
         raise cli.UsageError(f"--gpus-per-run must be a number >= 0, got {args.gpus_per_run}")
-    return {"targets": targets, "presets": presets, "overrides": overrides, "budgets": budgets}
+    return {
+        "targets": targets,
+        "presets": presets,
+        "overrides": overrides,
+        "budgets": budgets,
+        "energies": energies,
+        "preset_energies": preset_energies,
+    }
 
 
 def config_from_args(args, command: str, checked: dict):
@@ -137,6 +176,9 @@ def config_from_args(args, command: str, checked: dict):
         seeds=args.seeds or quick.get("seeds", 5),
         budget=args.iterations or quick.get("budget"),
         preset_budgets=checked["budgets"],
+        energy_budgets=checked["energies"],
+        preset_energies=checked["preset_energies"],
+        eval_repeats=args.eval_repeats,
         overrides=checked["overrides"],
         env_overrides=_pairs(args.env_arg, "--env-arg"),
         backend=args.backend,
