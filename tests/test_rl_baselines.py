@@ -262,9 +262,12 @@ def test_equal_energy_budgets_and_comparison_table():
     from diffsampler.agents.baselines import rl_comparison as cmp
     from diffsampler.agents.presets import PRESETS
 
-    assert cmp.gflownet_iterations(PRESETS["tb-expl"].agent, 900) == 3  # 300 terminal rewards per iteration
+    assert cmp.gflownet_iterations(PRESETS["tb-expl"].agent, 900, num_steps=4) == 3  # 300 terminal rewards each
+    # LP evaluates the score at every step: 300 (T + 1) per iteration, so T counts
+    assert cmp.gflownet_iterations(PRESETS["tb-expl-lp"].agent, 3_000, num_steps=4) == 2
+    assert cmp.gflownet_iterations(PRESETS["tb-expl-lp"].agent, 3_000, num_steps=9) == 1
     assert cmp.budget("sb3-sac", 900, num_steps=100) == 90_000  # one evaluation per episode
-    ls = cmp.gflownet_iterations(PRESETS["tb-expl-ls"].agent, 61_000)
+    ls = cmp.gflownet_iterations(PRESETS["tb-expl-ls"].agent, 61_000, num_steps=4)
     assert 1 <= ls < 61_000 // 300 // 10  # a local-search call (300 MALA chains x 200 steps) spends ~60,000
     target = {"Gaussian": ("DiffSampler-Gaussian-v0", {"num_steps": T})}
     overrides = {"tb-expl": {"eval_samples": "32", "figures": "false"}, "sb3-ppo": {**SMALL, "eval_samples": "32"}}

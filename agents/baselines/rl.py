@@ -121,6 +121,7 @@ class RLRunner(Runner):
 
     config_type = RLRunConfig
     budget_path = ("env_steps",)
+    curve_budgets = True  # constant learning rates, no schedule over the budget
 
     def build(self, spec, preset) -> RLRunConfig:
         """As every runner's, but an RL baseline on a conditional target is refused here, before training:

@@ -4,8 +4,10 @@ Each method runs through ``agents.runs`` with its own budget unit converted from
 an RL agent gets E episodes (E * T env steps: one terminal log-reward per episode); a GFlowNet preset
 gets the largest number of iterations whose energy evaluations (forward batches, backward batches'
 terminal rewards, local-search MALA steps) stay within E, found by replaying its training schedule
-on a 2-step Gaussian env (the count does not depend on the target or T). The measured count of every
-run is reported next to its metrics.
+on a Gaussian env with the run's T (the count does not depend on the target, but on T for presets that
+evaluate the target along the path: Langevin-parametrised and forward-looking ones). The measured count
+of every run is reported next to its metrics. (The benchmark's ``--budget-energy`` stops a run on the
+energy it spends instead: ``agents.benchmark.budgets``.)
 
     rows = compare(TARGETS, ("tb-expl", "sb3-sac"), energy=60_000, seed=0)
     print(markdown(rows))
@@ -37,9 +39,10 @@ METHODS = ("tb-expl", "tb-expl-ls", "sb3-sac", "sb3-ppo", "ts-sac")
 COLUMNS = ("delta_log_z", "delta_log_z_rw", "w2", "wall_seconds", "energy_evaluations")
 
 
-def gflownet_iterations(config: GFlowNetConfig, energy: int) -> int:
-    """The most training iterations of ``config`` whose energy evaluations stay within ``energy``."""
-    mdp = envs.make_mdp("DiffSampler-Gaussian-v0", num_steps=2)
+def gflownet_iterations(config: GFlowNetConfig, energy: int, num_steps: int = 100, **env_kwargs) -> int:
+    """The most training iterations of ``config`` whose energy evaluations stay within ``energy``, with T =
+    ``num_steps`` (``env_kwargs``: e.g. the preset's reference)."""
+    mdp = envs.make_mdp("DiffSampler-Gaussian-v0", num_steps=num_steps, **env_kwargs)
     counter = EvaluationCounter(mdp.target)
     torch.manual_seed(0)
     agent = GFlowNetAgent(mdp, config)
@@ -56,7 +59,7 @@ def budget(preset: str, energy: int, num_steps: int) -> int:
     """The run budget of ``preset`` (iterations or env steps) that spends ``energy`` evaluations."""
     agent = get_preset(preset).agent
     if isinstance(agent, GFlowNetConfig):
-        iterations = gflownet_iterations(agent, energy)
+        iterations = gflownet_iterations(agent, energy, num_steps, **get_preset(preset).env_kwargs)
         if iterations < 1:
             raise ValueError(f"energy budget {energy} is below one iteration of {preset!r}")
         return iterations
