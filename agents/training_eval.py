@@ -44,8 +44,8 @@ class TrainerEvaluation:
     def evaluate_point(self, repeats: int = 1, marks=()) -> dict:
         """The metrics of ``repeats`` independent evaluation batches (``combine_repeats``; the first one draws
         the figure), recorded as a point of the curve (``agents.runlog``) standing for energy ``marks``."""
+        window = 0.0 if self._window_start is None else time.perf_counter() - self._window_start  # before evaluating
         result = combine_repeats([self.evaluate(figure=None if r == 0 else False, repeat=r) for r in range(repeats)])
-        window = 0.0 if self._window_start is None else time.perf_counter() - self._window_start
         self.log.curve(self.iteration, self.energy_evaluations, result, self.train_seconds + window, marks)
         return result
 

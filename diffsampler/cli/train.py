@@ -197,10 +197,11 @@ def _report(result: dict, config, run_dir: Path) -> None:
     from diffsampler.agents.runner import FINAL_KEYS
 
     print(f"\n{config.preset} on {config.env_id} (seed {config.seed})\n\n| metric | value |\n|---|---|")
-    for key in FINAL_KEYS + tuple(k for k in result if k not in FINAL_KEYS):
+    std = result.get("eval_std") or {}  # eval_repeats > 1: the values are means over the evaluation batches
+    for key in FINAL_KEYS + tuple(k for k in result if k not in FINAL_KEYS and not isinstance(result[k], dict)):
         value = result.get(key)
         text = "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
-        print(f"| {key} | {text} |")
+        print(f"| {key} | {text}{f' ± {std[key]:.4f}' if key in std else ''} |")
     figures = sorted((Path(run_dir) / "figures").glob("*.png"))
     if figures:
         print(f"\nfigure: {figures[-1]}")
