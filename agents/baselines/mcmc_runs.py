@@ -175,6 +175,7 @@ class MCMCRunner(Runner):
                 sets = ({"exact": exact[:1000]} if exact is not None else {}) | {config.preset: x[:1000]}
                 title = f"{config.preset} on {config.env_id}"
                 plot_samples(target, sets, functools.partial(log.figure, name="samples_final.png", step=budget), title)
+            run.save_tensor("samples.pt", x[: config.eval_samples].cpu().clone())  # for figures across runs
             run.write_json("metrics.json", result)
         return result
 
