@@ -17,8 +17,10 @@ or log Ẑ^RW where log Z is unknown) and what each cell cost.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+from pathlib import Path
 
 from diffsampler.agents.benchmark.tables import Results, fmt
 
@@ -134,3 +136,27 @@ def budget_tables(records: list[dict], paper: dict | None, energies: tuple[int, 
 
 def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
+
+
+def export_records(records: list[dict], directory: str | Path) -> list[Path]:
+    """Each finished equal-budget record as ``<key>.json`` (its job, config with versions, metrics and curve):
+    what ``import_records`` reads back into the same tables and figures without the run directories."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for r in records:
+        if r.get("status") == "ok" and r.get("energy"):
+            path = directory / f"{r['key']}.json"
+            path.write_text(json.dumps({**r, "run_dir": None}, indent=1, default=str))
+            written.append(path)
+    return written
+
+
+def import_records(paths) -> list[dict]:
+    """The equal-budget records among JSON files (``export_records``' output), in the order of the paths."""
+    records = []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        if isinstance(data, dict) and data.get("energy") and "curve" in data and "key" in data:
+            records.append(data)
+    return records

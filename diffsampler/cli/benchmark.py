@@ -103,6 +103,7 @@ def parser() -> cli.Parser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is finished; run nothing")
     p.add_argument("--import", dest="import_from", nargs="+", metavar="PATH", help="tables from result JSON files")
+    p.add_argument("--export", metavar="DIR", help="equal-budget mode: also write each finished run's record to DIR")
     return p
 
 
@@ -197,13 +198,15 @@ def config_from_args(args, command: str, checked: dict):
     )
 
 
-def import_tables(args, command: str) -> int:
+def import_tables(args, command: str, checked: dict) -> int:
     from diffsampler.agents.benchmark.harness import write_jsonl
     from diffsampler.agents.benchmark.tables import PAPER_PATH, import_results, load_paper, render
 
     files = []
     for path in map(Path, args.import_from):
         files += sorted(path.glob("*.json")) if path.is_dir() else [path]
+    if args.budget_energy:
+        return import_budget_tables(args, files, command, checked["energies"])
     records = import_results(files)
     if not records:
         raise cli.UsageError(f"no single-run result JSON in {args.import_from}")
@@ -214,6 +217,30 @@ def import_tables(args, command: str) -> int:
     paper = load_paper(paper_path) if args.compare_paper or Path(paper_path).exists() else None
     (out / "table.md").write_text(render(records, paper, args.compare_paper, None, command))
     print(f"{len(records)} runs -> {out / 'table.md'}")
+    return 0
+
+
+def import_budget_tables(args, files: list[Path], command: str, energies: tuple[int, ...]) -> int:
+    """Equal-budget tables and figures of exported records (``--export``), e.g. benchmarks/results/budget."""
+    from diffsampler.agents.benchmark.budgets import budget_tables, import_records
+    from diffsampler.agents.benchmark.curves import budget_figures
+    from diffsampler.agents.benchmark.harness import write_jsonl
+    from diffsampler.agents.benchmark.tables import PAPER_PATH, load_paper
+
+    records = import_records(files)
+    if not records:
+        raise cli.UsageError(f"no equal-budget run records in {args.import_from}")
+    order = {t: i for i, t in enumerate(_csv(args.targets) or ())}
+    presets = {p: i for i, p in enumerate(_csv(args.presets) or ())}
+    records.sort(key=lambda r: (order.get(r["target"], 99), presets.get(r["preset"], 99), r["key"]))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / "results.jsonl", records)
+    paper_path = args.paper or str(PAPER_PATH)
+    paper = load_paper(paper_path) if Path(paper_path).exists() else None
+    (out / "table.md").write_text(budget_tables(records, paper, energies, command))
+    figures = [] if args.no_figures else budget_figures(records, paper, out / "figures", energies)
+    print(f"{len(records)} runs -> {out / 'table.md'}" + "".join(f"\nfigure:  {f}" for f in figures))
     return 0
 
 
@@ -249,7 +276,7 @@ def main(argv=None) -> int:
         return 2
     command = shlex.join(["diffsampler-benchmark", *argv])
     if args.import_from:
-        return guarded(lambda: import_tables(args, command))
+        return guarded(lambda: import_tables(args, command, checked))
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     interrupted = (
         f"interrupted: finished runs are kept in {args.out}/runs; run the same command again to finish the rest"
@@ -265,6 +292,10 @@ def _run(args, command: str, checked: dict) -> int:
         return dry_run(cfg)
     signal.signal(signal.SIGTERM, _interrupt)  # a kill stops the workers too; the next call resumes
     summary = run_benchmark(cfg)
+    if args.export:
+        from diffsampler.agents.benchmark.budgets import export_records
+
+        print(f"exported {len(export_records(summary.records, args.export))} run records to {args.export}")
     print(f"\n{summary.ran} runs trained ({summary.failed} failed), {summary.skipped} already finished")
     print(f"results: {Path(cfg.out) / 'results.jsonl'}\ntable:   {summary.table}")
     for fig in summary.figures:
