@@ -39,8 +39,7 @@ import torch
 
 from diffsampler import envs
 from diffsampler.agents.baselines.mcmc import MCMC_METHODS, MALAChainConfig, MCMCMethod, SMCConfig
-from diffsampler.agents.config import check_fields, check_seed, to_dict
-from diffsampler.agents.evaluation import sample_metrics
+from diffsampler.agents.config import check_fields, check_seed
 from diffsampler.agents.evaluation import combine_repeats, sample_metrics
 from diffsampler.agents.runlog import RunLog, write_config
 from diffsampler.agents.runner import RunDirectory, Runner, final_metrics, setup_runtime

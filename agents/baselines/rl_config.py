@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from diffsampler.agents.config import check_fields, check_seed
 from diffsampler.agents.budget import check_marks
+from diffsampler.agents.config import check_fields, check_seed
 
 # Names of the algorithms (keys of ``agents.baselines.rl.ALGORITHMS``).
 ALGORITHM_NAMES = ("sb3-sac", "sb3-ppo", "ts-sac")
