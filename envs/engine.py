@@ -25,74 +25,13 @@ one ``condition`` argument: kernels see it through ``kernel.context(condition)``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
-
 import torch
 
 from diffsampler.envs import process
-from diffsampler.envs.fused import residual_squared_norm
+from diffsampler.envs.fused import AffineDrift  # noqa: F401 - re-exported
+from diffsampler.envs.fused import fused_log_pf as _fused_log_pf
+from diffsampler.envs.kernel_protocol import BackwardKernel, ForwardKernel
 from diffsampler.envs.trajectories import Paths, Trajectories, log_weight  # noqa: F401 - re-exported
-
-
-@dataclass
-class AffineDrift:
-    """A Gaussian kernel whose mean is affine in hidden features: ``N(a x + g (h W^T + b), v)``.
-
-    ``hidden`` (B, T, k), ``weight`` (d, k), ``bias`` (d,); ``mean_coef`` a and ``drift_coef`` g floats
-    or (T, 1); ``var`` v a float or (T, 1); ``clip``: the drift is clipped at +-clip (the fused
-    evaluation applies only where the clip provably does not bind).
-    """
-
-    hidden: torch.Tensor
-    weight: torch.Tensor
-    bias: torch.Tensor
-    mean_coef: float | torch.Tensor
-    drift_coef: float | torch.Tensor
-    var: float | torch.Tensor
-    clip: float
-
-
-class ForwardKernel(Protocol):
-    """A sampler's forward transition ``p_F(x_{k+1} | x_k)``, batched.
-
-    ``score_clip``: None, or the clip of the score ``grad log R`` the kernel takes at ``x_k`` (the
-    Langevin parametrisation); the engine evaluates the clipped score at every state.
-    ``context(condition, reference)``: what depends on time and the condition only (time embeddings,
-    per-step coefficients, ...), computed once per rollout or scoring; ``condition`` is ``(B, cond_dim)``
-    or None, ``reference`` the MDP's (its time grid may differ from the kernel's own).
-
-    A Gaussian kernel (``gaussian = True``) gives the mean and variance of a transition:
-    ``transition(x, step, ctx, score) -> (mean, var)`` with ``step`` an int and ``x`` ``(n, d)`` at
-    time ``t_step``, or ``step=None`` and ``x`` ``(B, T, d)`` at every step; ``var`` a float, a
-    tensor broadcastable to ``mean``. ``fixed_std(extra_std, ctx)`` is the sampling std at every step
-    when the variance does not depend on ``x`` (a float or ``(T, 1, 1)``; ``extra_std^2`` is added
-    exploration variance), else None. Optionally ``affine_drift(x, ctx) -> AffineDrift | None`` lets
-    ``score`` evaluate a fixed-variance kernel fused (``envs.fused``).
-
-    Any other kernel (``gaussian = False``) samples and evaluates itself:
-    ``sample(x, step, ctx, generator) -> (x_next, log_pf)`` and
-    ``log_prob(x, x_next, ctx) -> log_pf`` over all ``(B, T)`` transitions at once.
-    """
-
-    score_clip: float | None
-    gaussian: bool
-
-    def context(self, condition: torch.Tensor | None, reference) -> Any: ...
-
-
-class BackwardKernel(Protocol):
-    """A learned backward transition ``p_B(x_k | x_{k+1})`` (a correction of the reference's).
-
-    ``context(condition, reference)`` as for forward kernels; ``transition(x_next, steps, ctx)
-    -> (mean, var)`` (var a tensor) with ``steps`` an int (``x_next`` ``(n, d)`` at ``x_{steps + 1}``) or a
-    slice of step indices (``x_next`` ``(B, len, d)``). The references are backward kernels too.
-    """
-
-    def context(self, condition: torch.Tensor | None, reference) -> Any: ...
-
-    def transition(self, x_next: torch.Tensor, steps, ctx) -> tuple[torch.Tensor, Any]: ...
-
 
 # --- rewards along paths ----------------------------------------------------------------------------
 
@@ -143,6 +82,8 @@ def rollout(
     condition: torch.Tensor | None = None,
     need_log_r_states: bool = False,
     reparam: bool = False,
+    start: torch.Tensor | None = None,
+    steps: tuple[int, int] | None = None,
 ) -> Paths:
     """``n`` forward paths of ``kernel`` from ``x_0 ~ p_0``, with ``extra_std^2`` added variance per step.
 
@@ -150,16 +91,30 @@ def rollout(
     gradients, e.g. PIS) ``x_{k+1} = mean + std * eps`` keeps its graph, and so does the terminal
     log-reward; the log-probabilities are then recorded on the way (``paths.log_pf``), as they are for
     kernels that are not Gaussian. ``need_log_r_states`` also evaluates the log-rewards at
-    ``states[:, :-1]`` (forward-looking flows).
+    ``states[:, :-1]`` (forward-looking flows). ``steps = (a, b)`` draws a *segment*: the states
+    ``x_a..x_b`` of steps ``a..b-1`` from ``start`` ``(n, d)`` at step a (default ``x_0 ~ p_0``; the paths'
+    ``first_step`` is a and ``log_r`` is ``log R(x_b)``).
     """
+    first, last = (0, mdp.num_steps) if steps is None else _check_steps(steps, mdp.num_steps)
+    if start is not None and tuple(start.shape) != (n, mdp.dim):
+        raise ValueError(f"start must have shape ({n}, {mdp.dim}), got {tuple(start.shape)}")
     with torch.set_grad_enabled(reparam and torch.is_grad_enabled()):
-        return _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states, reparam)
+        return _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states, reparam, start, first, last)
 
 
-def _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states, reparam) -> Paths:
-    T, d, device = mdp.num_steps, mdp.dim, mdp.device
-    # A kernel may record what its evaluations compute while sampling, for ``score`` to replay.
-    record = kernel.new_record(T) if hasattr(kernel, "new_record") and kernel.gaussian and not reparam else None
+def _check_steps(steps, num_steps: int) -> tuple[int, int]:
+    a, b = steps
+    if not (isinstance(a, int) and isinstance(b, int) and 0 <= a < b <= num_steps):
+        raise ValueError(f"steps must be (a, b) with integers 0 <= a < b <= T = {num_steps}, got {steps!r}")
+    return a, b
+
+
+def _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states, reparam, start, first, last):
+    d, device, T = mdp.dim, mdp.device, last - first  # T: the steps drawn here
+    # A kernel may record what its evaluations compute while sampling, for ``score`` to replay (whole paths).
+    whole = T == mdp.num_steps
+    replay = whole and hasattr(kernel, "new_record") and kernel.gaussian and not reparam
+    record = kernel.new_record(T) if replay else None
     ctx = (
         kernel.context(condition, mdp.reference) if record is None else kernel.context(condition, mdp.reference, record)
     )
@@ -173,8 +128,10 @@ def _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states,
             noise = torch.randn(T, n, d, generator=generator, device=device)
             std = kernel.fixed_std(extra_std, ctx)
             if std is not None:  # a variance that does not depend on x: scale all the noise at once
+                if isinstance(std, torch.Tensor) and not whole:
+                    std = std[first:last]
                 noise.mul_(std)
-    x = mdp.initial_positions(n, generator)
+    x = mdp.initial_positions(n, generator) if start is None else start.detach()
     recording = reparam or not gaussian
     if recording:
         states, log_pf = [x], []
@@ -184,16 +141,16 @@ def _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states,
     scores = x.new_empty(T, n, d) if langevin and not reparam else None
     log_r_states = x.new_empty(T, n) if langevin else None  # detached; the training guard screens them
     score = None
-    for k in range(T):
+    for k in range(T):  # step first + k
         if langevin:
             log_r_k, score = clipped_score(reward, x, kernel.score_clip)
             log_r_states[k] = log_r_k
             if scores is not None:
                 scores[k] = score
         if not gaussian:
-            x, lp = kernel.sample(x, k, ctx, generator)
+            x, lp = kernel.sample(x, first + k, ctx, generator)
         else:
-            mean, var = kernel.transition(x, k, ctx, score)
+            mean, var = kernel.transition(x, first + k, ctx, score)
             if reparam:
                 resid = process.noise_std(var) * noise[k]
                 x, lp = mean + resid, process.gaussian_log_prob(resid, 0.0, var)
@@ -216,7 +173,9 @@ def _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states,
         log_r_states = _states_rewards(mdp, states_t[:, :-1].detach(), condition, None)[0]
     log_r = mdp.log_reward(x, condition)
     times = mdp.reference.grid_like(states_t)
-    return Paths(states_t, log_r, scores, log_r_states, condition, recorded, times, record)
+    if not whole:
+        times = times[first : last + 1]
+    return Paths(states_t, log_r, scores, log_r_states, condition, recorded, times, record, first_step=first)
 
 
 def rollout_backward(
@@ -233,15 +192,19 @@ def rollout_backward(
     Through the reference's kernels (``reference.sample_backward``: the bridge in closed form, others by
     ``backward_loop``), or through a learned ``backward`` kernel. ``score_clip``: also evaluate the
     clipped scores at ``states[:, :-1]`` (to score a Langevin kernel); ``need_log_r_states``: the
-    log-rewards there. Both in one batched call.
+    log-rewards there. Both in one batched call. A backward kernel that takes scores (``score_clip``
+    set) has them evaluated as it goes, at every state; the paths then carry them all (``scores`` and
+    ``terminal_score``), and ``score_clip``, if given, must be the backward kernel's.
     """
     with torch.no_grad():
+        if getattr(backward, "score_clip", None) is not None:
+            return _scored_rollout_backward(mdp, x_last, generator, condition, backward, score_clip)
         if backward is None:
             states = mdp.reference.sample_backward(x_last, generator)
         else:
             first = 0 if mdp.reference.random_start else 1
             ctx = backward.context(condition, mdp.reference)
-            states = backward_loop(backward, x_last, generator, ctx, first, mdp.num_steps)
+            states = backward_loop(backward, x_last, generator, ctx, first, mdp.num_steps)[0]
         scores = log_r_states = None
         if score_clip is not None or need_log_r_states:
             log_r_states, scores = _states_rewards(mdp, states[:, :-1], condition, score_clip)
@@ -249,18 +212,47 @@ def rollout_backward(
     return Paths(states, log_r, scores, log_r_states, condition, None, mdp.reference.grid_like(states))
 
 
-def backward_loop(kernel: BackwardKernel, x_last: torch.Tensor, generator, ctx, first: int, num_steps: int):
+def _scored_rollout_backward(mdp, x_last, generator, condition, backward, score_clip) -> Paths:
+    if score_clip is not None and score_clip != backward.score_clip:
+        raise ValueError(
+            f"the forward kernel's score clip {score_clip!r} differs from the backward kernel's {backward.score_clip!r}"
+        )
+    first = 0 if mdp.reference.random_start else 1
+    ctx = backward.context(condition, mdp.reference)
+    states, scores, log_r = backward_loop(backward, x_last, generator, ctx, first, mdp.num_steps, mdp.bind(condition))
+    log_r_last, times = mdp.log_reward(x_last, condition), mdp.reference.grid_like(states)
+    last = scores[:, -1]
+    return Paths(states, log_r_last, scores[:, :-1], log_r[:, :-1], condition, times=times, terminal_score=last)
+
+
+def backward_loop(
+    kernel: BackwardKernel, x_last: torch.Tensor, generator, ctx, first: int, num_steps: int, reward=None
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """The backward rollout loop: ``x_k = mean_k(x_{k+1}) + sqrt(var_k) eps_k`` for k = T-1 down to
-    ``first`` (1 when ``x_0`` is pinned, as on the bridge: those states stay 0). Paths ``(B, T + 1, d)``
-    with ``states[:, T] = x_last``; T batched steps, time-major (a loop over time, never over the batch)."""
+    ``first`` (1 when ``x_0`` is pinned, as on the bridge: those states stay 0). Returns ``(states, scores,
+    log_r)``: paths ``(B, T + 1, d)`` with ``states[:, T] = x_last``; T batched steps, time-major (a loop over
+    time, never over the batch). With ``reward`` (a kernel that takes scores, ``kernel.score_clip``), the
+    clipped score at each ``x_{k+1}`` goes to ``transition``, and the scores ``(B, T + 1, d)`` and log-rewards
+    ``(B, T + 1)`` at every state come back (those at ``x_0..x_first`` evaluated after the loop); else None."""
     b, d, T = *x_last.shape, num_steps
     noise = torch.randn(T, b, d, generator=generator, dtype=x_last.dtype, device=x_last.device)
     states = x_last.new_zeros(T + 1, b, d)
     states[T] = x_last
+    scores = log_r = None
+    if reward is not None:
+        scores, log_r = x_last.new_zeros(T + 1, b, d), x_last.new_zeros(T + 1, b)
     for k in range(T - 1, first - 1, -1):
-        mean, var = kernel.transition(states[k + 1], k, ctx)
+        if reward is None:
+            mean, var = kernel.transition(states[k + 1], k, ctx)
+        else:
+            log_r[k + 1], scores[k + 1] = clipped_score(reward, states[k + 1], kernel.score_clip)
+            mean, var = kernel.transition(states[k + 1], k, ctx, scores[k + 1])
         _gaussian_step(mean, process.noise_std(var), noise[k], states[k])
-    return states.transpose(0, 1).contiguous()
+    if reward is None:
+        return states.transpose(0, 1).contiguous(), None, None
+    lr, sc = clipped_score(reward, states[: first + 1].reshape(-1, d), kernel.score_clip)
+    log_r[: first + 1], scores[: first + 1] = lr.view(first + 1, b), sc.view(first + 1, b, d)
+    return states.transpose(0, 1).contiguous(), scores.transpose(0, 1).contiguous(), log_r.t().contiguous()
 
 
 def _gaussian_step(mean: torch.Tensor, std, noise: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -278,63 +270,72 @@ def score(
     condition_index: torch.Tensor | None = None,
 ) -> Trajectories:
     """Log-probabilities of every transition of ``paths``: log p_F from ``kernel`` over all B T rows at
-    once (or as recorded while sampling), log p_B from the reference or the learned ``backward`` kernel."""
+    once (or as recorded while sampling), log p_B from the reference or the learned ``backward`` kernel.
+
+    Segments (``paths.first_step`` a, ``b - a`` steps) need a backward kernel and are scored over their own
+    steps (the ``(B, b - a)`` log-probabilities; ``- log p_0(x_0)`` folded in only when a = 0)."""
     states, condition = paths.states, paths.condition
+    length = states.shape[1] - 1
+    whole = paths.first_step == 0 and length == mdp.num_steps
+    steps = None if whole else slice(paths.first_step, paths.first_step + length)
     log_pf = paths.log_pf
     if log_pf is None:
         ref, record = mdp.reference, paths.record
         ctx = kernel.context(condition, ref) if record is None else kernel.context(condition, ref, record)
-        log_pf = _path_log_pf(kernel, states, ctx, paths.scores)
-    log_pb = _path_log_pb(mdp, states, condition, backward)
+        log_pf = _path_log_pf(kernel, states, ctx, paths.scores, steps)
+    next_scores = _next_scores(mdp, kernel, paths, backward)
+    log_pb = _path_log_pb(mdp, states, condition, backward, steps, next_scores)
     return Trajectories(states, log_pf, log_pb, paths.log_r, None, condition_index)
 
 
-def _path_log_pf(kernel, states: torch.Tensor, ctx, scores) -> torch.Tensor:
+def _path_log_pf(kernel, states: torch.Tensor, ctx, scores, steps=None) -> torch.Tensor:
     x, x_next = states[:, :-1], states[:, 1:]
     if not kernel.gaussian:
+        if steps is not None:
+            raise ValueError(f"{type(kernel).__name__} is not Gaussian and scores whole paths only")
         return kernel.log_prob(x, x_next, ctx)
     affine = getattr(kernel, "affine_drift", None)
-    if scores is None and affine is not None:
+    if scores is None and affine is not None and steps is None:
         drift = affine(x, ctx)
         if drift is not None:
             log_pf = _fused_log_pf(x, x_next, drift)
             if log_pf is not None:
                 return log_pf
-    mean, var = kernel.transition(x, None, ctx, scores)
+    mean, var = kernel.transition(x, steps, ctx, scores)
     return process.gaussian_log_prob(x_next, mean, var)
 
 
-def _fused_log_pf(x: torch.Tensor, x_next: torch.Tensor, f: AffineDrift) -> torch.Tensor | None:
-    """``log p_F`` of an ``AffineDrift`` kernel over all rows with ``envs.fused`` (one ``addmm`` and a norm,
-    gradients by two matrix products); None when the clip might bind: ``max |h W^T + b| <= max_n |h_n|
-    max_i |W_i| + max |b|`` is checked first (one host sync)."""
-    b, T, d = x.shape
-    h, w, bias = f.hidden, f.weight, f.bias
-    with torch.no_grad():
-        bound = h.norm(dim=-1).max() * w.norm(dim=-1).max() + bias.abs().max()
-    if not bool(bound < f.clip):
+def _next_scores(mdp, kernel, paths: Paths, backward) -> torch.Tensor | None:
+    """The clipped scores at ``states[:, 1:]`` for a backward kernel that takes them, else None: the recorded
+    ones (forward paths of a kernel with the same clip; backward paths of this kernel), the terminal state's
+    evaluated here if missing; all of them in one batched call otherwise."""
+    clip = getattr(backward, "score_clip", None)
+    if clip is None:
         return None
-    a, g = f.mean_coef, f.drift_coef
-    r0 = x_next - x if isinstance(a, float) and a == 1.0 else x_next - a * x
-    h_aug = torch.cat([h, h.new_ones(b, T, 1)], -1)  # fold the bias into the product: [h, 1] [W, b]^T
-    if isinstance(g, float):
-        alpha = g
-    else:  # per-step coefficients scale the rows
-        h_aug, alpha = h_aug * g, 1.0
-    w_aug = torch.cat([w, bias.unsqueeze(-1)], -1)
-    sq = residual_squared_norm(r0.reshape(b * T, d), h_aug.reshape(b * T, -1), w_aug, alpha).view(b, T)
-    var = f.var if isinstance(f.var, float) else f.var.squeeze(-1)
-    return process.gaussian_log_density(sq, var, d)
+    states, condition = paths.states, paths.condition
+    if paths.scores is None or kernel.score_clip != clip:
+        return _states_rewards(mdp, states[:, 1:], condition, clip)[1]
+    last = paths.terminal_score
+    if last is None:
+        last = _states_rewards(mdp, states[:, -1:], condition, clip)[1][:, 0]
+    return torch.cat([paths.scores[:, 1:], last.unsqueeze(1)], 1)
 
 
-def _path_log_pb(mdp, states: torch.Tensor, condition, backward) -> torch.Tensor:
+def _path_log_pb(mdp, states: torch.Tensor, condition, backward, steps=None, next_scores=None) -> torch.Tensor:
     ref = mdp.reference
     if backward is None:
+        if steps is not None:
+            raise ValueError("a segment of a path is scored with a backward kernel (backward=None given)")
         return ref.log_pb_path(states)
-    first = 0 if ref.random_start else 1
+    a = 0 if steps is None else steps.start
+    first = 1 if a == 0 and not ref.random_start else 0  # the bridge's x_0 = 0: its entry is 0
     ctx = backward.context(condition, mdp.reference)
-    mean, var = backward.transition(states[:, first + 1 :], slice(first, None), ctx)
+    rows = slice(a + first, None if steps is None else steps.stop)
+    extra = {} if next_scores is None else {"score": next_scores[:, first:]}
+    mean, var = backward.transition(states[:, first + 1 :], rows, ctx, **extra)
     lp = process.gaussian_log_prob(states[:, first:-1], mean, var)
     if first:  # the bridge's point mass at 0
         return torch.cat([lp.new_zeros(lp.shape[0], 1), lp], dim=1)
+    if a > 0:  # a segment that does not start at x_0 ~ p_0
+        return lp
     return torch.cat([lp[:, :1] - ref.initial_log_prob(states[:, 0]).unsqueeze(-1), lp[:, 1:]], 1)

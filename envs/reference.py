@@ -108,7 +108,7 @@ class Reference:
         """Paths ``(B, T + 1, d)`` drawn from the kernels backward from ``x_last`` ``(B, d)``: the engine's
         backward loop over this reference's own kernels (a reference may override it with a closed form)."""
         first = 0 if self.random_start else 1
-        return engine.backward_loop(self, x_last, generator, None, first, self.num_steps)
+        return engine.backward_loop(self, x_last, generator, None, first, self.num_steps)[0]
 
     # The backward-kernel protocol of ``envs.engine`` (``context``, ``transition``), so that the engine
     # samples the reference's kernels and a learned backward kernel with one loop.

@@ -33,6 +33,10 @@ class Paths:
         times: (T + 1,) the time grid the paths were drawn on (in the states' dtype and device).
         record: what the sampling kernel recorded of its evaluations (``new_record``), for ``score`` to
             replay; opaque to the engine.
+        terminal_score: (B, d) the clipped score at ``states[:, -1]`` when it was evaluated (backward paths of
+            a backward kernel that takes scores), else None.
+        first_step: the step index of ``states[:, 0]``: 0 for whole paths, a for a segment of steps a..b-1
+            (``states`` then holds the ``b - a + 1`` states x_a..x_b and ``log_r`` is ``log R(x_b)``).
     """
 
     states: torch.Tensor
@@ -43,6 +47,8 @@ class Paths:
     log_pf: torch.Tensor | None = None
     times: torch.Tensor | None = None
     record: Any = None
+    terminal_score: torch.Tensor | None = None
+    first_step: int = 0
 
 
 @dataclass
