@@ -21,9 +21,10 @@ from torch import nn
 
 from diffsampler.agents.config import check_fields, check_finite
 from diffsampler.agents.guard import Screen, TrainingGuard, gradient_norm, masked_mean, screen_paths, unchecked_rewards
+from diffsampler.agents.kernels import KERNELS, make_kernel
 from diffsampler.agents.networks import ConditionalLogZ, JointNet, LogZ
 from diffsampler.agents.objectives import OBJECTIVES
-from diffsampler.agents.policy import DiffusionPolicy, PolicyConfig, exploration_std_at
+from diffsampler.agents.policy import PolicyConfig, exploration_std_at
 from diffsampler.buffers.source import SOURCES, Batch, BufferConfig, Schedule
 from diffsampler.envs.engine import Paths, Trajectories
 from diffsampler.envs.process import TIME_GRIDS
@@ -38,7 +39,7 @@ class GFlowNetConfig:
 
     Attributes:
         objective: a key of ``agents.objectives.OBJECTIVES``.
-        policy: architecture and parametrisation of the forward policy.
+        policy: the sampler kernel (``PolicyConfig.kernel``), its architecture and parametrisation.
         batch_size: trajectories per training step.
         exploration_std: std of extra noise added to the forward policy when sampling for training.
         exploration_decay: iteration at which that std has decayed linearly to 0; None keeps it constant.
@@ -91,6 +92,11 @@ class GFlowNetConfig:
         obj = OBJECTIVES[self.objective]
         if obj.path_gradient and self.backward_source is not None:
             raise ValueError(f"objective {self.objective!r} trains on its own paths; backward_source must be None")
+        if obj.path_gradient and not KERNELS[self.policy.kernel].path_gradient:
+            raise ValueError(
+                f"objective {self.objective!r} trains by path gradients, which the {self.policy.kernel!r} kernel does "
+                "not support; use an off-policy objective (tb, vargrad, ...)"
+            )
         if obj.path_gradient and self.exploration_std > 0:
             raise ValueError(f"objective {self.objective!r} is on-policy; exploration_std must be 0")
         if self.objective == "bwd-mle" and self.backward_source is None:
@@ -115,7 +121,7 @@ class GFlowNetAgent(nn.Module):
         if cond_dim is not None:
             self._check_conditional(config)
             self.conditions = self.target.conditions.to(mdp.device)
-        self.policy = DiffusionPolicy(mdp.dim, mdp.num_steps, mdp.t_scale, c, mdp.reference, cond_dim, mdp.target)
+        self.policy = make_kernel(mdp.dim, mdp.num_steps, mdp.t_scale, c, mdp.reference, cond_dim, mdp.target)
         self.log_z = None
         if self.objective.needs == "log_z":
             self.log_z = LogZ() if cond_dim is None else ConditionalLogZ(cond_dim, c.hidden_dim)
@@ -145,7 +151,7 @@ class GFlowNetAgent(nn.Module):
         c = self.config
         policy = [p for n, p in self.policy.named_parameters() if not n.startswith("backward.")]
         groups = [{"params": policy, "lr": c.lr_policy, "name": "policy"}]
-        if self.policy.backward is not None:
+        if isinstance(self.policy.backward, nn.Module):  # a learned backward kernel of its own (CMCD's shares)
             groups.append({"params": list(self.policy.backward.parameters()), "lr": c.lr_back, "name": "back"})
         if self.log_z is not None:
             groups.append({"params": list(self.log_z.parameters()), "lr": c.lr_log_z, "name": "log_z"})

@@ -21,7 +21,7 @@ For a conditional target (``cond_dim``) the networks also see the condition: its
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
@@ -30,6 +30,9 @@ from torch import nn
 from diffsampler.agents.backward_correction import BackwardCorrection
 from diffsampler.agents.config import check_fields, check_finite
 from diffsampler.agents.networks import NETWORKS, ActivationRecord, JointNet, LangevinScaleNet
+from diffsampler.agents.cmcd import CMCDConfig
+from diffsampler.agents.kernels import check_kernel_config
+from diffsampler.agents.networks import ActivationRecord, JointNet, LangevinScaleNet
 from diffsampler.agents.parametrisations import PARAMETRISATIONS
 from diffsampler.envs import process
 from diffsampler.envs.engine import AffineDrift
@@ -81,6 +84,9 @@ class PolicyConfig:
             ``agents.egnn.EGNN`` of a particle target), or "auto": the target's ``default_network``.
         egnn_hidden, egnn_layers: width and message-passing layers of the EGNN (sized for a CPU: DW-4 at
             batch 300 and T = 100 trains at about a second per iteration).
+        kernel: the sampler, a key of ``agents.kernels.KERNELS``: "diffusion" (this module's policy) or "cmcd"
+            (``agents.cmcd``: annealed Langevin with a learned control of the same networks, on the VP reference).
+        cmcd: the "cmcd" kernel's annealing and step sizes.
     """
 
     hidden_dim: int = 64
@@ -100,6 +106,8 @@ class PolicyConfig:
     network: str = "auto"
     egnn_hidden: int = 32
     egnn_layers: int = 2
+    kernel: str = "diffusion"
+    cmcd: CMCDConfig = field(default_factory=CMCDConfig)
 
     def __post_init__(self):
         check_fields(self)
@@ -119,6 +127,7 @@ class PolicyConfig:
             raise ValueError(f"unknown PolicyConfig.network {self.network!r}; registered: auto, {sorted(NETWORKS)}")
         if not math.isfinite(self.langevin_init):
             raise ValueError(f"PolicyConfig.langevin_init must be finite, got {self.langevin_init!r}")
+        check_kernel_config(self)
 
 
 class DiffusionPolicy(nn.Module):
