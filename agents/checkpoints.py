@@ -32,6 +32,15 @@ def same_config(directory: RunDirectory, config) -> bool:
     return directory.exists("config.json") and runlog.same_config(directory, config)
 
 
+def _same_agent(recorded, agent) -> bool:
+    """Whether a checkpoint's recorded agent config is ``agent``: config fields added since it was written take
+    their defaults (so older runs still resume)."""
+    try:
+        return to_dict(from_dict(type(agent), recorded)) == to_dict(agent)
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
 def check_state(state: dict, config, path) -> None:
     """A checkpoint must be this run's: its iteration an integer within the budget, its seed and agent config
     those of config.json (checkpoints written before they were recorded carry neither)."""
@@ -40,7 +49,7 @@ def check_state(state: dict, config, path) -> None:
         raise ValueError(f"{path}: iteration {it!r} is not an integer in [0, {config.iterations}] (the run's budget)")
     if "seed" in state and state["seed"] != config.seed:
         raise ValueError(f"{path} was written by a run with seed {state['seed']!r}, but config.json says {config.seed}")
-    if "agent_config" in state and state["agent_config"] != to_dict(config.agent):
+    if "agent_config" in state and not _same_agent(state["agent_config"], config.agent):
         raise ValueError(f"{path} was written by a run with another agent config than config.json's")
     seconds = state.get("train_seconds")
     if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not 0 <= seconds < float("inf"):

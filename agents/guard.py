@@ -187,13 +187,28 @@ class TrainingGuard:
             self.consecutive = 0
             self._observe(abs(loss_value), iteration, agent)
             return True
-        message = describe(agent, iteration, screen, traj, loss_value, norm_value)
+        return self._refuse(describe(agent, iteration, screen, traj, loss_value, norm_value))
+
+    def allows_loss(self, agent, iteration: int, loss: torch.Tensor, norm: torch.Tensor) -> bool:
+        """``allows_step`` for an agent whose batches carry no screened log-rewards (SCLD's sub-trajectories):
+        the loss and the gradient norm must be finite (one host sync)."""
+        loss_value, norm_value = torch.stack([loss.detach().double(), norm.double()]).tolist()
+        if math.isfinite(loss_value) and math.isfinite(norm_value):
+            self.consecutive = 0
+            self._observe(abs(loss_value), iteration, agent)
+            return True
+        return self._refuse(
+            f"non-finite training step at iteration {iteration} on {agent.target!r}: loss {loss_value}, "
+            f"gradient norm {norm_value}"
+        )
+
+    def _refuse(self, message: str) -> bool:
         if self.policy == "error":
             raise NonFiniteBatch(message + " (nonfinite='skip' skips such batches instead)")
         self.skipped_batches += 1
         self.consecutive += 1
         if self.skipped_batches == 1:
-            warnings.warn(f"skipping a non-finite training batch (nonfinite='skip'): {message}", stacklevel=3)
+            warnings.warn(f"skipping a non-finite training batch (nonfinite='skip'): {message}", stacklevel=4)
         if self.consecutive >= MAX_CONSECUTIVE_SKIPS:
             raise NonFiniteBatch(f"{self.consecutive} training batches in a row were non-finite; the last: {message}")
         return False
@@ -211,7 +226,7 @@ class TrainingGuard:
             raise TrainingDiverged(
                 f"training diverged: the median |loss| of iterations {iteration + 1 - DIVERGENCE_BLOCK}-{iteration} is "
                 f"{median:.3g}, over {DIVERGENCE_FACTOR:.0e} times its reference {self.reference:.3g}; lower the "
-                f"learning rates (lr_policy={c.lr_policy}, lr_log_z={c.lr_log_z}) or set grad_clip"
+                f"learning rates (lr_policy={c.lr_policy}, lr_log_z={getattr(c, 'lr_log_z', None)}) or set grad_clip"
             )
         self.reference = min(self.reference, median)
 

@@ -28,11 +28,10 @@ import torch
 from torch import nn
 
 from diffsampler.agents.backward_correction import BackwardCorrection
-from diffsampler.agents.config import check_fields, check_finite
-from diffsampler.agents.networks import NETWORKS, ActivationRecord, JointNet, LangevinScaleNet
 from diffsampler.agents.cmcd import CMCDConfig
+from diffsampler.agents.config import check_fields, check_finite
 from diffsampler.agents.kernels import check_kernel_config
-from diffsampler.agents.networks import ActivationRecord, JointNet, LangevinScaleNet
+from diffsampler.agents.networks import NETWORKS, ActivationRecord, JointNet, LangevinScaleNet
 from diffsampler.agents.parametrisations import PARAMETRISATIONS
 from diffsampler.envs import process
 from diffsampler.envs.engine import AffineDrift

@@ -16,8 +16,10 @@ from typing import Any
 
 from diffsampler.agents.baselines.mcmc import MALAChainConfig, SMCConfig
 from diffsampler.agents.baselines.rl_config import RLConfig
+from diffsampler.agents.cmcd import CMCDConfig
 from diffsampler.agents.gflownet import GFlowNetConfig
 from diffsampler.agents.policy import PolicyConfig
+from diffsampler.agents.scld import SCLDConfig
 from diffsampler.buffers.source import BufferConfig
 
 
@@ -52,6 +54,8 @@ _LP = PolicyConfig(langevin=True)
 _LS = dict(backward_source="buffer", buffer=BufferConfig(buffer_sampling="uniform"))
 _DDS_CLIP = dict(clip_output=10.0, clip_score=10.0)
 _SOFT_RL = {"reward_mode": "soft_rl"}
+_VP = {"reference": "vp"}
+_CMCD = PolicyConfig(kernel="cmcd", cmcd=CMCDConfig(annealing="learned"))
 
 PRESETS: dict[str, Preset] = {
     "tb": Preset(GFlowNetConfig("tb"), 25_000, "trajectory balance, on-policy"),
@@ -87,6 +91,19 @@ PRESETS: dict[str, Preset] = {
         10_000,
         "DIS: VP reference, Euler-Maruyama, interpolated-score parametrisation (KL)",
         {"reference": "vp"},
+    ),
+    # Annealing-based samplers on the VP reference (its p_0 = N(0, sigma^2 I) starts the geometric path): CMCD
+    # (agents.cmcd) trained as a GFlowNet, and SCLD (agents.scld), CMCD run as an SMC sampler with its own loop.
+    # Annealing learned and step sizes sigma^2 dt, as in the CMCD/SCLD code (``learn_betas`` / ``schedule_type:
+    # learnt``); gradient norm clipped at 1 (their ``grad_clip``).
+    "cmcd": Preset(
+        GFlowNetConfig("tb", _CMCD, grad_clip=1.0), 10_000, "CMCD: annealed Langevin + learned control (TB)", _VP
+    ),
+    "cmcd-lv": Preset(
+        GFlowNetConfig("vargrad", _CMCD, grad_clip=1.0), 10_000, "CMCD trained by the log-variance loss", _VP
+    ),
+    "scld": Preset(
+        SCLDConfig(), 8_000, "SCLD: CMCD as SMC (4 sub-trajectories, ESS < 0.3 resampling, MALA, buffer)", _VP
     ),
     # MCMC baselines (agents.baselines.mcmc): the budget is temperatures (SMC) or MALA steps (chains).
     "smc": Preset(SMCConfig(), 200, "SMC: 2,000 particles, 200 temperatures x 5 MALA steps, ESS/N < 0.5 resampling"),

@@ -25,6 +25,7 @@ from diffsampler.agents.config import check_fields, check_seed, field_paths
 from diffsampler.agents.gflownet import GFlowNetConfig
 from diffsampler.agents.presets import PRESETS, get_preset
 from diffsampler.agents.runner import RunDirectory, Runner
+from diffsampler.agents.scld_runs import RUNNERS as SCLD_RUNNERS
 from diffsampler.agents.training import GFlowNetRunner
 
 
@@ -65,6 +66,7 @@ class RunSpec:
 # Preset agent-config type -> runner. Baseline modules add their entries here.
 RUNNERS: dict[type, Runner] = {
     GFlowNetConfig: GFlowNetRunner(),
+    **SCLD_RUNNERS,
     **mcmc_runs.RUNNERS,
     **rl_baselines.RUNNERS,
 }

@@ -23,6 +23,7 @@ from diffsampler.agents import runner
 from diffsampler.agents.budget import EnergyMarks, snapshot
 from diffsampler.agents.checkpoints import check_finite, check_state, read_config, same_config
 from diffsampler.agents.config import to_dict
+from diffsampler.agents.evaluation import evaluate_agent
 from diffsampler.agents.gflownet import GFlowNetAgent
 from diffsampler.agents.runlog import RunLog, write_config
 from diffsampler.agents.runner import RunDirectory, Runner, final_metrics, setup_runtime
@@ -34,8 +35,14 @@ from diffsampler.envs.targets.base import EvaluationCounter
 class Trainer(TrainerEvaluation):
     """Owns the MDP, the agent, the generators and the run directory of one training run.
 
-    ``writable=False`` opens an existing run directory to evaluate it and writes nothing there.
+    ``writable=False`` opens an existing run directory to evaluate it and writes nothing there. A method with an
+    agent of its own (SCLD, ``agents.scld_runs``) subclasses it with its ``config_type``, ``agent_type`` and
+    ``evaluator``.
     """
+
+    config_type: type = TrainConfig
+    agent_type: type = GFlowNetAgent
+    evaluator = staticmethod(evaluate_agent)  # (agent, config, iteration, n, repeat, figures) -> (metrics, samples)
 
     def __init__(self, config: TrainConfig, run_dir: str | os.PathLike | None = None, writable: bool = True):
         self.config = config
@@ -44,7 +51,7 @@ class Trainer(TrainerEvaluation):
         self._counter = EvaluationCounter(self.mdp.target)
         self.energy_evaluations = 0  # log-reward rows evaluated by training (evaluation excluded)
         torch.manual_seed(config.seed)
-        self.agent = GFlowNetAgent(self.mdp, config.agent, config.nonfinite)
+        self.agent = self.agent_type(self.mdp, config.agent, config.nonfinite)
         self.generator = torch.Generator(config.device).manual_seed(config.seed)
         self.cpu_generator = torch.Generator().manual_seed(config.seed + 1)
         self.iteration = 0
@@ -73,7 +80,7 @@ class Trainer(TrainerEvaluation):
         agree with config.json. ``writable=False`` (evaluation) writes nothing.
         """
         directory = RunDirectory(run_dir, writable=False)
-        config = read_config(directory, TrainConfig)
+        config = read_config(directory, cls.config_type)
         if iterations is not None:
             config = dataclasses.replace(config, iterations=iterations)
         if not directory.exists("checkpoint.pt"):
@@ -229,6 +236,7 @@ class GFlowNetRunner(Runner):
     """The runner of the GFlowNet, PIS, DDS and DIS presets: ``Trainer``; resumable."""
 
     config_type = TrainConfig
+    trainer: type[Trainer] = Trainer
     resumable = True
     curve_budgets = True  # no schedule depends on the total iterations (exploration decays by iteration)
 
@@ -239,7 +247,7 @@ class GFlowNetRunner(Runner):
         return budget, {"eval_energy": tuple(energies), "energy_budget": max(energies)}
 
     def run(self, config: TrainConfig, run_dir, progress: bool, stop_on_signals: bool = False) -> dict:
-        return Trainer(config, run_dir).run(progress=progress, stop_on_signals=stop_on_signals)
+        return self.trainer(config, run_dir).run(progress=progress, stop_on_signals=stop_on_signals)
 
     def resume(self, run_dir, config: dict, iterations: int | None = None, writable: bool = True) -> Trainer:
-        return Trainer.resume(run_dir, iterations, writable)
+        return self.trainer.resume(run_dir, iterations, writable)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from diffsampler.agents.budget import snapshot
-from diffsampler.agents.evaluation import combine_repeats, evaluate_agent, repeat_summary
+from diffsampler.agents.evaluation import combine_repeats, repeat_summary
 from diffsampler.agents.runlog import grad_norm
 
 
@@ -25,8 +25,8 @@ class TrainerEvaluation:
         figure in the run directory. Its own generators are seeded from (seed, iteration, repeat), so
         evaluating never perturbs training; ``repeat`` draws independent batches of the same model."""
         wanted = self.config.figures if figure is None else figure
-        figures = self.log if wanted and self.log.directory is not None else None
-        result, samples = evaluate_agent(self.agent, self.config, self.iteration, n, repeat, figures)
+        figures = self.log if wanted and self.directory is not None and self.directory.writable else None
+        result, samples = self.evaluator(self.agent, self.config, self.iteration, n, repeat, figures)
         if repeat == 0 and samples is not None:
             self.last_samples = samples
         return result

@@ -17,6 +17,7 @@ from diffsampler.agents.training import Trainer
 # Small settings per runner kind (the preset's agent-config type), on Manywell-4 with T = 4.
 TINY = {
     "GFlowNetConfig": (2, {"batch_size": "8", "eval_samples": "16", "figures": "false", "buffer_capacity": "32"}),
+    "SCLDConfig": (2, {"batch_size": "8", "eval_samples": "16", "figures": "false", "segments": "2"}),
     "SMCConfig": (2, {"particles": "16", "mala_steps": "1", "eval_samples": "16", "figures": "false"}),
     "MALAChainConfig": (3, {"chains": "16", "eval_samples": "16", "figures": "false"}),
     "RLConfig": (32, {"n_envs": "8", "batch_size": "16", "eval_samples": "16"}),
