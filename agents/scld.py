@@ -112,9 +112,10 @@ class Segments(NamedTuple):
 
 
 class SMCRun(NamedTuple):
-    """One SMC simulation: final particles ``x`` (N, d) with normalised ``log_w`` (N,) float64, the estimate
-    ``log_z`` (), the sub-trajectories, and per segment end ESS / N before resampling, whether it resampled, and
-    the mean MALA acceptance (``(S,)`` each; acceptance empty without MALA)."""
+    """``R`` independent SMC simulations of N particles: final particles ``x`` ``(R, N, d)`` with normalised
+    ``log_w`` ``(R, N)`` float64, the estimates ``log_z`` ``(R,)``, the sub-trajectories (``(S, R N, ...)``), and per
+    segment end ESS / N before resampling and whether it resampled (``(S, R)``), and the mean MALA acceptance
+    (``(S,)``; empty without MALA)."""
 
     x: torch.Tensor
     log_w: torch.Tensor
@@ -165,30 +166,34 @@ class SCLDAgent(nn.Module):
         return end if a == 0 else end - self.kernel.log_density(log_r_ends[:, 0], states[:, 0], a, ctx)
 
     @torch.no_grad()
-    def simulate(self, n: int, generator=None, mdp=None, adapt: bool = False) -> SMCRun:
-        """Run the SMC sampler with ``n`` particles on ``mdp`` (default: the agent's; e.g. another T). ``adapt``: adapt
-        and keep the MALA step sizes (training simulations)."""
+    def simulate(self, n: int, generator=None, mdp=None, adapt: bool = False, runs: int = 1) -> SMCRun:
+        """Run the SMC sampler with ``n`` particles on ``mdp`` (default: the agent's; e.g. another T), ``runs``
+        independent times at once (batched: each run resamples among its own particles). ``adapt``: adapt and keep
+        the MALA step sizes (training simulations)."""
         c, kernel, mdp = self.config, self.kernel, self.mdp if mdp is None else mdp
         ctx, reward = kernel.context(None, mdp.reference), mdp.bind(None)
-        log_w = torch.full((n,), -math.log(n), dtype=torch.float64, device=mdp.device)
-        log_z, arange = log_w.new_zeros(()), torch.arange(n, device=mdp.device)
+        log_w = torch.full((runs, n), -math.log(n), dtype=torch.float64, device=mdp.device)
+        log_z, own = log_w.new_zeros(runs), torch.arange(n, device=mdp.device).expand(runs, n)
+        offset = torch.arange(runs, device=mdp.device).unsqueeze(-1) * n  # run r owns particles r n .. r n + n - 1
         eta, x, records, ess, resampled, acceptance = self.mala_step.clone(), None, [], [], [], []
         for j, (a, b) in enumerate(self.bounds(mdp.num_steps)):
-            paths = mdp.rollout(kernel, n, generator, start=x, steps=(a, b))
+            paths = mdp.rollout(kernel, runs * n, generator, start=x, steps=(a, b))
             paths.terminal_score = clipped_score(reward, paths.states[:, -1], kernel.score_clip)[1]
             log_r_ends = torch.stack([paths.log_r_states[:, 0], paths.log_r], -1)
             traj = mdp.score(kernel, paths, kernel.backward)
             log_g = log_weight(self._boundary(log_r_ends, paths.states, a, b, ctx), traj.log_pf, traj.log_pb)
-            log_z = log_z + log_normaliser_increment(log_w, log_g.double())
-            log_w = torch.log_softmax(log_w + log_g.double(), 0)
+            log_g64 = log_g.double().view(runs, n)
+            log_z = log_z + log_normaliser_increment(log_w, log_g64)
+            log_w = torch.log_softmax(log_w + log_g64, -1)
             scores = torch.cat([paths.scores, paths.terminal_score.unsqueeze(1)], 1)
             records.append((paths.states, scores, log_r_ends, log_g))
-            x, frac = paths.states[:, -1], ess_fraction(log_w)
-            do = frac < c.ess_threshold
-            x = x[torch.where(do, resample(log_w, n, c.resampling, generator), arange)]
+            frac = ess_fraction(log_w)
+            do = (frac < c.ess_threshold).unsqueeze(-1)
+            ancestors = torch.where(do, resample(log_w, n, c.resampling, generator), own) + offset
+            x = paths.states[:, -1][ancestors.view(-1)]
             log_w = torch.where(do, torch.full_like(log_w, -math.log(n)), log_w)
             ess.append(frac)
-            resampled.append(do)
+            resampled.append(do.squeeze(-1))
             if c.mala_steps:
                 x, rate, eta[j] = self._mala(x, ctx.beta[b - 1], eta[j], generator)
                 acceptance.append(rate)
@@ -196,7 +201,7 @@ class SCLDAgent(nn.Module):
             self.mala_step.copy_(eta)
         segments = Segments(*(torch.stack(parts) for parts in zip(*records)))
         acc = torch.stack(acceptance) if acceptance else log_z.new_zeros(0)
-        return SMCRun(x, log_w, log_z, segments, torch.stack(ess), torch.stack(resampled), acc)
+        return SMCRun(x.view(runs, n, -1), log_w, log_z, segments, torch.stack(ess), torch.stack(resampled), acc)
 
     def _mala(self, x, beta, eta, generator):
         """``mala_steps`` MALA steps on ``pi_beta ∝ p_0^(1 - beta) R^beta``, the step size adapted toward
@@ -240,4 +245,4 @@ class SCLDAgent(nn.Module):
             self.optimizer.step()
             if index is not None:
                 self.source.update(index, log_w[:, :half])
-        return {"loss": loss.detach(), "log_z": run.log_z, "grad_norm": norm.detach()}
+        return {"loss": loss.detach(), "log_z": run.log_z[0], "grad_norm": norm.detach()}

@@ -272,18 +272,21 @@ def score(
     """Log-probabilities of every transition of ``paths``: log p_F from ``kernel`` over all B T rows at
     once (or as recorded while sampling), log p_B from the reference or the learned ``backward`` kernel.
 
-    Segments (``paths.first_step`` a, ``b - a`` steps) need a backward kernel and are scored over their own
-    steps (the ``(B, b - a)`` log-probabilities; ``- log p_0(x_0)`` folded in only when a = 0)."""
+    Scores a Langevin kernel needs and the paths do not carry are evaluated here in one batched call. Segments
+    (``paths.first_step`` a, ``b - a`` steps) need a backward kernel and are scored over their own steps (the
+    ``(B, b - a)`` log-probabilities; ``- log p_0(x_0)`` folded in only when a = 0)."""
     states, condition = paths.states, paths.condition
     length = states.shape[1] - 1
     whole = paths.first_step == 0 and length == mdp.num_steps
     steps = None if whole else slice(paths.first_step, paths.first_step + length)
-    log_pf = paths.log_pf
+    log_pf, scores = paths.log_pf, paths.scores
+    if scores is None and log_pf is None and kernel.gaussian and kernel.score_clip is not None:
+        scores = _states_rewards(mdp, states[:, :-1], condition, kernel.score_clip)[1]  # not recorded: evaluate
     if log_pf is None:
         ref, record = mdp.reference, paths.record
         ctx = kernel.context(condition, ref) if record is None else kernel.context(condition, ref, record)
-        log_pf = _path_log_pf(kernel, states, ctx, paths.scores, steps)
-    next_scores = _next_scores(mdp, kernel, paths, backward)
+        log_pf = _path_log_pf(kernel, states, ctx, scores, steps)
+    next_scores = _next_scores(mdp, kernel, paths, scores, backward)
     log_pb = _path_log_pb(mdp, states, condition, backward, steps, next_scores)
     return Trajectories(states, log_pf, log_pb, paths.log_r, None, condition_index)
 
@@ -305,20 +308,20 @@ def _path_log_pf(kernel, states: torch.Tensor, ctx, scores, steps=None) -> torch
     return process.gaussian_log_prob(x_next, mean, var)
 
 
-def _next_scores(mdp, kernel, paths: Paths, backward) -> torch.Tensor | None:
-    """The clipped scores at ``states[:, 1:]`` for a backward kernel that takes them, else None: the recorded
-    ones (forward paths of a kernel with the same clip; backward paths of this kernel), the terminal state's
-    evaluated here if missing; all of them in one batched call otherwise."""
+def _next_scores(mdp, kernel, paths: Paths, scores, backward) -> torch.Tensor | None:
+    """The clipped scores at ``states[:, 1:]`` for a backward kernel that takes them, else None: from ``scores``
+    (at ``states[:, :-1]``, of a forward kernel with the same clip) and the terminal state's (recorded by a backward
+    rollout, else evaluated here); all of them in one batched call otherwise."""
     clip = getattr(backward, "score_clip", None)
     if clip is None:
         return None
     states, condition = paths.states, paths.condition
-    if paths.scores is None or kernel.score_clip != clip:
+    if scores is None or kernel.score_clip != clip:
         return _states_rewards(mdp, states[:, 1:], condition, clip)[1]
     last = paths.terminal_score
     if last is None:
         last = _states_rewards(mdp, states[:, -1:], condition, clip)[1][:, 0]
-    return torch.cat([paths.scores[:, 1:], last.unsqueeze(1)], 1)
+    return torch.cat([scores[:, 1:], last.unsqueeze(1)], 1)
 
 
 def _path_log_pb(mdp, states: torch.Tensor, condition, backward, steps=None, next_scores=None) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Particle-method building blocks: annealing schedules, resampling schemes, ESS, SMC weights.
 
-Pure batched tensor functions (registries ``SCHEDULES`` and ``RESAMPLERS``); the SMC sampler that
-uses them is ``agents.baselines.mcmc.smc``.
+Pure batched tensor functions (registries ``SCHEDULES`` and ``RESAMPLERS``) over the last dimension (the
+particles), so a leading batch of independent particle systems works unchanged (SCLD's batched runs); the SMC
+sampler that uses them is ``agents.baselines.mcmc.smc``.
 """
 
 from __future__ import annotations
@@ -28,18 +29,18 @@ SCHEDULES: dict[str, Callable[[int, float], list[float]]] = {"linear": _linear, 
 
 def _by_positions(w: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Indices i with cdf[i-1] <= position < cdf[i] (inverse-CDF lookup of sorted or unsorted positions)."""
-    cdf = torch.cumsum(w, 0)
-    cdf = cdf / cdf[-1]
-    return torch.searchsorted(cdf, positions, right=True).clamp_(max=w.shape[0] - 1)
+    cdf = torch.cumsum(w, -1)
+    cdf = cdf / cdf[..., -1:]
+    return torch.searchsorted(cdf, positions, right=True).clamp_(max=w.shape[-1] - 1)
 
 
 def _systematic(w: torch.Tensor, n: int, generator) -> torch.Tensor:
-    u = torch.rand(1, generator=generator, device=w.device, dtype=w.dtype)
+    u = torch.rand(w.shape[:-1] + (1,), generator=generator, device=w.device, dtype=w.dtype)
     return _by_positions(w, (torch.arange(n, device=w.device, dtype=w.dtype) + u) / n)
 
 
 def _stratified(w: torch.Tensor, n: int, generator) -> torch.Tensor:
-    u = torch.rand(n, generator=generator, device=w.device, dtype=w.dtype)
+    u = torch.rand(w.shape[:-1] + (n,), generator=generator, device=w.device, dtype=w.dtype)
     return _by_positions(w, (torch.arange(n, device=w.device, dtype=w.dtype) + u) / n)
 
 
@@ -47,21 +48,21 @@ def _multinomial(w: torch.Tensor, n: int, generator) -> torch.Tensor:
     return torch.multinomial(w, n, replacement=True, generator=generator)
 
 
-# name -> (normalised weights (N,), n, generator) -> (n,) ancestor indices with E[count_i] = n w_i
+# name -> (normalised weights (..., N), n, generator) -> (..., n) ancestor indices with E[count_i] = n w_i
 RESAMPLERS: dict[str, Callable] = {"systematic": _systematic, "stratified": _stratified, "multinomial": _multinomial}
 
 
 def resample(log_w: torch.Tensor, n: int, scheme: str = "systematic", generator=None) -> torch.Tensor:
-    """``n`` ancestor indices drawn by ``scheme`` from unnormalised log-weights ``log_w`` (N,)."""
+    """``n`` ancestor indices drawn by ``scheme`` from unnormalised log-weights ``log_w`` (..., N)."""
     if scheme not in RESAMPLERS:
         raise ValueError(f"unknown resampling scheme {scheme!r}; available: {sorted(RESAMPLERS)}")
-    w = torch.softmax(log_w.to(torch.float64), 0)
+    w = torch.softmax(log_w.to(torch.float64), -1)
     return RESAMPLERS[scheme](w, n, generator)
 
 
 def ess_fraction(log_w: torch.Tensor) -> torch.Tensor:
     """Normalised effective sample size ``(sum w)^2 / (N sum w^2)`` from log-weights, in [1/N, 1]."""
-    return torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)) / log_w.shape[0]
+    return torch.exp(2 * torch.logsumexp(log_w, -1) - torch.logsumexp(2 * log_w, -1)) / log_w.shape[-1]
 
 
 def incremental_log_weight(delta_beta: float, log_r: torch.Tensor, log_base: torch.Tensor) -> torch.Tensor:
@@ -71,4 +72,4 @@ def incremental_log_weight(delta_beta: float, log_r: torch.Tensor, log_base: tor
 
 def log_normaliser_increment(log_w: torch.Tensor, log_inc: torch.Tensor) -> torch.Tensor:
     """``log sum_i W_i G_i`` with ``W = softmax(log_w)``: the estimate of log Z_k - log Z_{k-1}."""
-    return torch.logsumexp(log_w + log_inc, 0) - torch.logsumexp(log_w, 0)
+    return torch.logsumexp(log_w + log_inc, -1) - torch.logsumexp(log_w, -1)
