@@ -34,12 +34,14 @@ class Preset:
         description: one line for ``--list-presets`` and tables.
         env_kwargs: env keyword defaults the method needs (e.g. a reference process); the user's
             env keyword arguments override them.
+        conditional: whether the method runs on a conditional target (the VAE).
     """
 
     agent: Any
     iterations: int
     description: str
     env_kwargs: dict = field(default_factory=dict)  # defaults under the user's env kwargs
+    conditional: bool = True
 
 
 _LP = PolicyConfig(langevin=True)
@@ -97,13 +99,13 @@ PRESETS: dict[str, Preset] = {
     # Annealing learned and step sizes sigma^2 dt, as in the CMCD/SCLD code (``learn_betas`` / ``schedule_type:
     # learnt``); gradient norm clipped at 1 (their ``grad_clip``).
     "cmcd": Preset(
-        GFlowNetConfig("tb", _CMCD, grad_clip=1.0), 10_000, "CMCD: annealed Langevin + learned control (TB)", _VP
+        GFlowNetConfig("tb", _CMCD, grad_clip=1.0), 10_000, "CMCD: annealed Langevin + learned control (TB)", _VP, False
     ),
     "cmcd-lv": Preset(
-        GFlowNetConfig("vargrad", _CMCD, grad_clip=1.0), 10_000, "CMCD trained by the log-variance loss", _VP
+        GFlowNetConfig("vargrad", _CMCD, grad_clip=1.0), 10_000, "CMCD trained by the log-variance loss", _VP, False
     ),
     "scld": Preset(
-        SCLDConfig(), 8_000, "SCLD: CMCD as SMC (4 sub-trajectories, ESS < 0.3 resampling, MALA, buffer)", _VP
+        SCLDConfig(), 8_000, "SCLD: CMCD as SMC (4 sub-trajectories, ESS < 0.3 resampling, MALA, buffer)", _VP, False
     ),
     # MCMC baselines (agents.baselines.mcmc): the budget is temperatures (SMC) or MALA steps (chains).
     "smc": Preset(SMCConfig(), 200, "SMC: 2,000 particles, 200 temperatures x 5 MALA steps, ESS/N < 0.5 resampling"),

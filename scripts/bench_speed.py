@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """Training speed: median ms/iteration and peak memory for presets x targets (T = 100, batch 300).
 
-Each (preset, target) runs in a fresh subprocess, so its peak memory is its own: on CPU the growth
-of the peak resident set over the process's footprint after set-up (imports, model); on CUDA
+Every trained preset is timed (the GFlowNet/PIS/DDS/DIS rows, ``cmcd``, ``cmcd-lv`` and ``scld``: an SCLD
+iteration is one SMC simulation of the batch and one gradient step). Each (preset, target) runs in a fresh
+subprocess, so its peak memory is its own: on CPU the growth of the peak resident set over the process's
+footprint after set-up (imports, model); on CUDA
 ``torch.cuda.max_memory_allocated``. Prints a markdown table. The median iteration of a local-search
 preset leaves out the local-search call made every 100 iterations: the local-search and gradient
 tables give its cost (the gradient table: log-reward + autograd gradient on 300 points, one local-search
@@ -11,6 +13,7 @@ call of tb-expl-lp-ls, and that call's share per iteration).
     python scripts/bench_speed.py                                   # all presets x all targets
     python scripts/bench_speed.py --presets tb,fl-subtb --targets manywell32 --iterations 30
     python scripts/bench_speed.py --presets tb-expl-lp-ls --targets lgcp --ls-targets none --threads 1
+    python scripts/bench_speed.py --presets cmcd,cmcd-lv,scld --targets 25gmm,funnel,manywell32 --ls-targets none
 """
 
 from __future__ import annotations
@@ -55,14 +58,14 @@ def measure(preset: str, target: str, iterations: int, warmup: int, device: str,
     import torch
 
     from diffsampler import envs
-    from diffsampler.agents.gflownet import GFlowNetAgent
     from diffsampler.agents.presets import get_preset
 
     _setup(device, threads)
     env_id, kwargs = TARGETS[target]
     mdp = envs.make_mdp(env_id, device=device, **{**get_preset(preset).env_kwargs, **kwargs})
     torch.manual_seed(0)
-    agent = GFlowNetAgent(mdp, get_preset(preset).agent)
+    config = get_preset(preset).agent
+    agent = _agents()[type(config)](mdp, config)
     gen = torch.Generator(device).manual_seed(0)
     cpu_gen = torch.Generator().manual_seed(0)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -81,6 +84,14 @@ def measure(preset: str, target: str, iterations: int, warmup: int, device: str,
     else:
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024  # KiB on Linux
     return {"preset": preset, "target": target, "ms": statistics.median(times), "peak_mb": peak_mb}
+
+
+def _agents() -> dict:
+    """Agent-config type -> the agent class whose ``train_step`` is an iteration of that method."""
+    from diffsampler.agents.gflownet import GFlowNetAgent, GFlowNetConfig
+    from diffsampler.agents.scld import SCLDAgent, SCLDConfig
+
+    return {GFlowNetConfig: GFlowNetAgent, SCLDConfig: SCLDAgent}
 
 
 def measure_local_search(target: str, device: str, threads: int | None, cycles: int = 1) -> dict:
@@ -169,7 +180,6 @@ def _side_table(flag: str, targets: str, args, header: str, cells) -> list[dict]
 
 
 def main(argv=None) -> int:
-    from diffsampler.agents.gflownet import GFlowNetConfig
     from diffsampler.agents.presets import PRESETS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -205,7 +215,7 @@ def main(argv=None) -> int:
         print(json.dumps(measure_gradient(args.one_grad, args.device, args.threads)))
         return 0
 
-    trained = sorted(n for n, pr in PRESETS.items() if isinstance(pr.agent, GFlowNetConfig))  # timed by train steps
+    trained = sorted(n for n, pr in PRESETS.items() if type(pr.agent) in _agents())  # timed by train steps
     presets = trained if args.presets == "all" else args.presets.split(",")
     targets = list(TARGETS) if args.targets == "all" else args.targets.split(",")
     for name in presets:
