@@ -56,6 +56,9 @@ class GFlowNetConfig:
             (t_k = k / T), "random" (a fresh grid per batch, steps in ratio at most 10) or
             "low-discrepancy" (the uniform grid shifted by a fresh U(-1/2, 1/2) / T per batch), as in the
             paper's code (one grid per batch here, shared by its trajectories).
+        log_z_warm_start: before the first step, set the learned log Z (TB) to the log-mean-exp of the first
+            batch's log-weights instead of 0 (a data-dependent start; TB with a learned backward kernel, as CMCD's,
+            otherwise bends the sampler toward a log Z far off the target's).
     """
 
     objective: str = "tb"
@@ -73,6 +76,7 @@ class GFlowNetConfig:
     condition_repeats: int = 10
     grad_clip: float | None = None
     time_grid: str = "uniform"
+    log_z_warm_start: bool = False
 
     def __post_init__(self):
         check_fields(self)
@@ -105,6 +109,8 @@ class GFlowNetConfig:
             raise ValueError(f"condition_repeats must be >= 1, got {self.condition_repeats!r}")
         if self.time_grid not in TIME_GRIDS:
             raise ValueError(f"unknown time_grid {self.time_grid!r}; registered: {sorted(TIME_GRIDS)}")
+        if self.log_z_warm_start and obj.needs != "log_z":
+            raise ValueError(f"log_z_warm_start needs an objective with a learned log Z, not {self.objective!r}")
 
 
 class GFlowNetAgent(nn.Module):
@@ -146,6 +152,8 @@ class GFlowNetAgent(nn.Module):
             )
         if config.objective == "vargrad" and r < 2:
             raise ValueError(f"VarGrad on a conditional target needs condition_repeats >= 2, got {r}")
+        if config.log_z_warm_start:
+            raise ValueError("log_z_warm_start sets a scalar log Z; a conditional target's is a network")
 
     def _param_groups(self) -> list[dict]:
         c = self.config
@@ -310,6 +318,11 @@ class GFlowNetAgent(nn.Module):
         if (batch.condition_index is None) != (self.conditions is None):
             raise ValueError("a conditional agent's batches carry condition indices; others carry none")
         traj, screen = self.screened_trajectories(iteration, batch, generator)
+        if self.config.log_z_warm_start and iteration == 0:  # the first batch is a forward one
+            with torch.no_grad():  # over the trajectories the loss uses (the guard's screen leaves some out)
+                log_w = traj.log_weight[traj.valid] if traj.valid is not None else traj.log_weight
+                log_w = log_w[torch.isfinite(log_w)]
+                self.log_z.value.fill_(torch.logsumexp(log_w, 0) - math.log(max(log_w.numel(), 1)))
         log_z = None
         if self.log_z is not None:
             index = traj.condition_index
