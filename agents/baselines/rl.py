@@ -25,6 +25,7 @@ from diffsampler.agents.baselines.rl_eval import policy_evaluation
 from diffsampler.agents.budget import EnergyMarks
 from diffsampler.agents.evaluation import combine_repeats
 from diffsampler.agents.runlog import RunLog, write_config
+from diffsampler.agents.baselines.rl_observation import FeatureHead, time_features
 from diffsampler.agents.runner import RunDirectory, Runner, final_metrics, setup_runtime
 from diffsampler.envs.gym_env import default_action_bound
 from diffsampler.envs.registry import is_conditional_env
@@ -51,6 +52,14 @@ def env_kwargs_for(config: RLRunConfig, mdp) -> dict:
     """The env keyword arguments of a run: the user's, soft-RL rewards and the agent's action bound."""
     bound = default_action_bound(mdp, config.agent.action_bound_std)
     return {**config.env_kwargs, "reward_mode": "soft_rl", "action_bound": bound}
+
+
+def policy_head(algo, model, cfg: RLConfig, mdp):
+    """The trained policy as a head on the env's observations ``[x, t, (c)]`` (the time features it was
+    trained with applied as in training)."""
+    features = time_features(mdp, cfg.time_features)
+    head = algo.head(model)
+    return head if features is None else FeatureHead(head, features)
 
 
 class EvalSchedule:
@@ -106,7 +115,7 @@ def train(config: RLRunConfig, progress: bool = False, log: RunLog | None = None
     env_steps = math.ceil(config.env_steps / batch) * batch
     model = algo.build(cfg, venv, mdp, config.seed, config.device)
     schedule = EvalSchedule(
-        config, mdp, lambda: algo.head(model), log or RunLog(), lambda: sum(c.count for c in counters)
+        config, mdp, lambda: policy_head(algo, model, cfg, mdp), log or RunLog(), lambda: sum(c.count for c in counters)
     )
     start = time.perf_counter()
     stats = algo.learn(model, env_steps, progress, schedule)
@@ -154,7 +163,9 @@ class RLRunner(Runner):
             model, algo, mdp, stats, schedule = train(config, progress, log)
             if run is not None:
                 algo.save(model, run / "model")
-            evaluation, (x, exact) = evaluate_repeats(mdp, algo.head(model), config, config.eval_repeats)
+            evaluation, (x, exact) = evaluate_repeats(
+                mdp, policy_head(algo, model, config.agent, mdp), config, config.eval_repeats
+            )
             spent = stats["energy_evaluations"]
             marks = schedule.marks.crossed(spent, spent + config.agent.n_envs)  # the next batch would cross them
             log.curve(stats["env_steps"], spent, evaluation, stats["train_seconds"], marks)

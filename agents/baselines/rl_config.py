@@ -50,6 +50,18 @@ class RLConfig:
         reward_shaping: shape rewards with the reference marginal as potential
             (``agents.baselines.rl_shaping``): every episode's return is unchanged, but TD learning no
             longer drifts away from the reference before the terminal reward has propagated.
+        n_step: SAC's critic targets over ``n_step`` steps of the replayed episode (both libraries), *soft*
+            n-step returns (``agents.baselines.rl_nstep``): the rewards of the n steps, the entropy bonuses
+            ``-log pi(a_j | s_j)`` of the current policy at the n - 1 intermediate replayed actions, then the
+            bootstrap. The libraries' own n-step returns sum rewards only, which drops those bonuses and
+            changes the objective; the soft ones keep its optimum (path consistency in a deterministic MDP).
+            1: the libraries' one-step target.
+        time_features: append ``sin(f t), cos(f t)`` of ``time_features`` frequencies log-spaced over
+            [0.1, 100] (those of our samplers' time embedding) to every observation, in training and in
+            evaluation alike (``agents.baselines.rl_observation``); 0: observations ``[x, t]`` only.
+        gae_lambda: PPO's GAE lambda. It weights the value function's bootstraps in the advantage estimate
+            (1: Monte Carlo returns minus the value baseline); the objective, the returns' discount (1) and
+            the optimum are those of every lambda, only the estimator's bias and variance change.
     """
 
     algorithm: str = "sb3-sac"
@@ -69,6 +81,9 @@ class RLConfig:
     action_bound_std: float = 10.0
     init_at_reference: bool = True
     reward_shaping: bool = True
+    n_step: int = 1
+    time_features: int = 0
+    gae_lambda: float = 1.0
 
     def __post_init__(self):
         check_fields(self)
@@ -76,7 +91,8 @@ class RLConfig:
             raise ValueError(f"unknown RL algorithm {self.algorithm!r}; expected one of {ALGORITHM_NAMES}")
         if self.vec_env not in VEC_ENVS:
             raise ValueError(f"vec_env must be one of {VEC_ENVS}, got {self.vec_env!r}")
-        for name in ("n_envs", "hidden", "layers", "batch_size", "gradient_steps", "train_every", "buffer_size"):
+        names = ("n_envs", "hidden", "layers", "batch_size", "gradient_steps", "train_every", "buffer_size", "n_step")
+        for name in names:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -92,6 +108,18 @@ class RLConfig:
                 or not (math.isfinite(value) and value > 0)
             ):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if self.tau > 1:
+            raise ValueError(f"tau must be in (0, 1], got {self.tau!r}")
+        if isinstance(self.time_features, bool) or not isinstance(self.time_features, int) or self.time_features < 0:
+            raise ValueError(f"time_features must be an integer >= 0, got {self.time_features!r}")
+        if self.time_features == 1:
+            raise ValueError("time_features must be 0 or at least 2 (frequencies log-spaced over [0.1, 100])")
+        if isinstance(self.gae_lambda, bool) or not (
+            isinstance(self.gae_lambda, (int, float)) and 0 < self.gae_lambda <= 1
+        ):
+            raise ValueError(f"gae_lambda must be in (0, 1], got {self.gae_lambda!r}")
+        if self.n_step > 1 and self.algorithm == "sb3-ppo":
+            raise ValueError("n_step applies to SAC's critic targets; PPO's returns are set by gae_lambda")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 from tianshou.env import BaseVectorEnv
 
+from diffsampler.agents.baselines.rl_observation import TimeFeatures, TimeFeatureWrapper, time_features
 from diffsampler.agents.baselines.rl_shaping import PotentialShaping, ReferenceShapingWrapper
 from diffsampler.envs.gym_spaces import check_action_values
 from diffsampler.envs.gym_vector import DiffSamplerVectorEnv
@@ -52,10 +53,11 @@ class SB3VecEnv(VecEnv):
     ``infos[i]["terminal_observation"]`` and ``infos[i]["TimeLimit.truncated"]`` is False (episodes
     terminate at k = T, they are never truncated). Seeds from ``seed()`` go to the next ``reset()``.
     All envs share one torch core, so ``get_attr`` / ``env_method`` act on it once. With ``shaping``
-    the rewards get the reference-potential shaping of ``agents.baselines.rl_shaping`` (same returns).
+    the rewards get the reference-potential shaping of ``agents.baselines.rl_shaping`` (same returns);
+    with ``time_features`` > 0 the observations get the Fourier time features of ``rl_observation``.
     """
 
-    def __init__(self, venv: DiffSamplerVectorEnv, shaping: bool = False):
+    def __init__(self, venv: DiffSamplerVectorEnv, shaping: bool = False, time_features: int = 0):
         self.venv = _native(venv)
         mode = self.venv.metadata["autoreset_mode"]
         if mode != AutoresetMode.SAME_STEP:
@@ -63,7 +65,9 @@ class SB3VecEnv(VecEnv):
         _require_torch_backend(self.venv)
         self._actions: np.ndarray | None = None
         self.shaping = PotentialShaping(self.venv.num_envs, self.venv.mdp, self.venv.device) if shaping else None
-        super().__init__(self.venv.num_envs, self.venv.single_observation_space, self.venv.single_action_space)
+        self.features = _features(self.venv, time_features)
+        obs_space = _observation_space(self.venv, self.features)
+        super().__init__(self.venv.num_envs, obs_space, self.venv.single_action_space)
 
     @property
     def mdp(self):
@@ -75,7 +79,7 @@ class SB3VecEnv(VecEnv):
             self.shaping.reset()
         self._reset_seeds()
         self._reset_options()
-        return obs.cpu().numpy()
+        return _numpy(obs, self.features)
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = actions
@@ -91,16 +95,16 @@ class SB3VecEnv(VecEnv):
         dones = (terminated | truncated).cpu().numpy()
         infos: list[dict] = [{} for _ in range(self.num_envs)]
         if dones.any():
-            final = info["final_obs"].cpu().numpy()
+            final = _numpy(info["final_obs"], self.features)
             for i in np.flatnonzero(dones):  # the library's API is a list of dicts; only at episode ends
                 infos[i] = {"terminal_observation": final[i], "TimeLimit.truncated": False}
-        return obs.cpu().numpy(), reward.cpu().numpy().astype(np.float32), dones, infos
+        return _numpy(obs, self.features), reward.cpu().numpy().astype(np.float32), dones, infos
 
     def close(self) -> None:
         self.venv.close()
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        value = _env_attr(self.venv, attr_name)
+        value = self.observation_space if attr_name == "observation_space" else _env_attr(self.venv, attr_name)
         return [value] * len(self._get_indices(indices))
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
@@ -126,13 +130,15 @@ class TianshouVectorEnv(BaseVectorEnv):
     state), as Tianshou's collectors call them; there is no autoreset: the collector resets finished
     envs. Infos are empty dicts. Tianshou's worker machinery is not used: one torch batch
     holds every env, so ``BaseVectorEnv.__init__`` (one worker per env) is deliberately not called.
-    ``shaping`` as for ``SB3VecEnv``.
+    ``shaping`` and ``time_features`` as for ``SB3VecEnv``.
     """
 
-    def __init__(self, venv: DiffSamplerVectorEnv, shaping: bool = False):
+    def __init__(self, venv: DiffSamplerVectorEnv, shaping: bool = False, time_features: int = 0):
         self.venv = _native(venv)
         _require_torch_backend(self.venv)
         self.shaping = PotentialShaping(self.venv.num_envs, self.venv.mdp, self.venv.device) if shaping else None
+        self.features = _features(self.venv, time_features)
+        self._obs_space = _observation_space(self.venv, self.features)
         self.env_num = self.venv.num_envs
         self.wait_num = self.env_num
         self.timeout = None
@@ -152,7 +158,8 @@ class TianshouVectorEnv(BaseVectorEnv):
 
     def get_env_attr(self, key: str, id=None) -> list[Any]:
         self._assert_is_not_closed()
-        return [_env_attr(self.venv, key)] * len(self._ids(id))
+        value = self._obs_space if key == "observation_space" else _env_attr(self.venv, key)
+        return [value] * len(self._ids(id))
 
     def set_env_attr(self, key: str, value: Any, id=None) -> None:
         self._assert_is_not_closed()
@@ -187,7 +194,7 @@ class TianshouVectorEnv(BaseVectorEnv):
         if self.shaping is not None:
             self.shaping.reset(torch.as_tensor(ids, device=self.venv.device))
         obs = self.episodes.observe()[torch.as_tensor(ids, device=self.venv.device)]
-        return obs.cpu().numpy(), self._infos(ids)
+        return _numpy(obs, self.features), self._infos(ids)
 
     def step(self, action, id=None):
         self._assert_is_not_closed()
@@ -209,7 +216,8 @@ class TianshouVectorEnv(BaseVectorEnv):
         if self.shaping is not None:
             reward = self.shaping.shape(reward, obs, terminated, rows)
         terminated = terminated.cpu().numpy()
-        return obs.cpu().numpy(), reward.cpu().numpy(), terminated, np.zeros_like(terminated), self._infos(ids)
+        obs = _numpy(obs, self.features)
+        return obs, reward.cpu().numpy(), terminated, np.zeros_like(terminated), self._infos(ids)
 
     def seed(self, seed: int | list[int] | None = None) -> list[int | None]:
         first = seed[0] if isinstance(seed, (list, tuple)) else seed
@@ -230,17 +238,37 @@ def _make_native(env_id: str, n_envs: int, autoreset: AutoresetMode, **env_kwarg
     return _native(venv)
 
 
-def make_sb3_vec_env(env_id: str, n_envs: int, shaping: bool = False, **env_kwargs) -> SB3VecEnv:
+def make_sb3_vec_env(
+    env_id: str, n_envs: int, shaping: bool = False, time_features: int = 0, **env_kwargs
+) -> SB3VecEnv:
     """``n_envs`` episodes of ``env_id`` as one batched SB3 ``VecEnv``."""
-    return SB3VecEnv(_make_native(env_id, n_envs, AutoresetMode.SAME_STEP, **env_kwargs), shaping)
+    return SB3VecEnv(_make_native(env_id, n_envs, AutoresetMode.SAME_STEP, **env_kwargs), shaping, time_features)
 
 
-def make_tianshou_vec_env(env_id: str, n_envs: int, shaping: bool = False, **env_kwargs) -> TianshouVectorEnv:
+def make_tianshou_vec_env(
+    env_id: str, n_envs: int, shaping: bool = False, time_features: int = 0, **env_kwargs
+) -> TianshouVectorEnv:
     """``n_envs`` episodes of ``env_id`` as one batched Tianshou vector env."""
-    return TianshouVectorEnv(_make_native(env_id, n_envs, AutoresetMode.NEXT_STEP, **env_kwargs), shaping)
+    native = _make_native(env_id, n_envs, AutoresetMode.NEXT_STEP, **env_kwargs)
+    return TianshouVectorEnv(native, shaping, time_features)
 
 
-def make_plain_env(env_id: str, shaping: bool = False, **env_kwargs) -> gymnasium.Env:
-    """One ``gymnasium.make`` env (for the libraries' own ``DummyVecEnv``), optionally reward-shaped."""
+def make_plain_env(env_id: str, shaping: bool = False, time_features: int = 0, **env_kwargs) -> gymnasium.Env:
+    """One ``gymnasium.make`` env (for the libraries' own ``DummyVecEnv``), optionally reward-shaped and
+    with time features (shaping reads ``[x, t]``, so it wraps first)."""
     env = gymnasium.make(env_id, **env_kwargs)
-    return ReferenceShapingWrapper(env) if shaping else env
+    env = ReferenceShapingWrapper(env) if shaping else env
+    return TimeFeatureWrapper(env, time_features) if time_features else env
+
+
+def _features(venv: DiffSamplerVectorEnv, k: int) -> TimeFeatures | None:
+    return time_features(venv.mdp, k)
+
+
+def _observation_space(venv: DiffSamplerVectorEnv, features: TimeFeatures | None) -> gymnasium.spaces.Box:
+    space = venv.single_observation_space
+    return space if features is None else features.space(space)
+
+
+def _numpy(obs: torch.Tensor, features: TimeFeatures | None) -> np.ndarray:
+    return (obs if features is None else features(obs)).cpu().numpy()

@@ -1,11 +1,12 @@
 """Stable-Baselines3 SAC and PPO as diffusion samplers (soft-RL settings fixed: gamma 1, entropy coefficient 1).
 
 SAC: ``ent_coef=1.0`` (a float, so it is not tuned), no reward normalisation; its tanh-squashed policy
-acts in the bounded Box of ``RLConfig.action_bound_std`` reference steps. PPO: ``gamma = gae_lambda = 1``,
-entropy bonus 1 and no advantage normalisation (which would rescale the returns against the bonus).
-SB3's PPO Gaussian has a state-independent std, so the entropy bonus is the exact max-entropy gradient
-(the entropies of later states do not depend on where the policy leads). One PPO rollout is one episode
-per env (``n_steps = T``).
+acts in the bounded Box of ``RLConfig.action_bound_std`` reference steps; ``n_step`` > 1 replays soft n-step
+returns (``agents.baselines.rl_nstep``). PPO: ``gamma = 1`` (``gae_lambda`` as configured: it changes the
+advantage estimator, not the objective), entropy bonus 1 and no advantage normalisation (which would rescale
+the returns against the bonus). SB3's PPO Gaussian has a state-independent std, so the entropy bonus is the
+exact max-entropy gradient (the entropies of later states do not depend on where the policy leads). One PPO
+rollout is one episode per env (``n_steps = T``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from diffsampler.agents.baselines.rl_config import RLConfig
 from diffsampler.agents.baselines.rl_envs import make_plain_env, make_sb3_vec_env
 from diffsampler.agents.baselines.rl_eval import SB3GaussianHead, SB3SquashedHead
+from diffsampler.agents.baselines.rl_nstep import SoftNStepReplayBuffer
 from diffsampler.envs.sampler_mdp import DiffusionMDP
 
 
@@ -52,9 +54,10 @@ class _Progress(BaseCallback):
 def make_env(cfg: RLConfig, env_id: str, env_kwargs: dict):
     """The SB3 vector env and the targets whose energy evaluations count as the training budget."""
     if cfg.vec_env == "batched":
-        venv = make_sb3_vec_env(env_id, cfg.n_envs, cfg.reward_shaping, **env_kwargs)
+        venv = make_sb3_vec_env(env_id, cfg.n_envs, cfg.reward_shaping, cfg.time_features, **env_kwargs)
         return venv, [venv.mdp.target]
-    venv = DummyVecEnv([lambda: make_plain_env(env_id, cfg.reward_shaping, **env_kwargs) for _ in range(cfg.n_envs)])
+    plain = [lambda: make_plain_env(env_id, cfg.reward_shaping, cfg.time_features, **env_kwargs)] * cfg.n_envs
+    venv = DummyVecEnv(plain)
     return venv, [env.unwrapped.mdp.target for env in venv.envs]
 
 
@@ -67,6 +70,12 @@ class SB3SAC:
 
     @staticmethod
     def build(cfg: RLConfig, venv, mdp: DiffusionMDP, seed: int, device: str) -> SAC:
+        buffer = {}
+        if cfg.n_step > 1:  # soft n-step returns (agents.baselines.rl_nstep), not SB3's reward-only ones
+            buffer = {
+                "replay_buffer_class": SoftNStepReplayBuffer,
+                "replay_buffer_kwargs": {"n_steps": cfg.n_step, "ent_coef": 1.0},
+            }
         model = SAC(
             "MlpPolicy",
             venv,
@@ -83,12 +92,17 @@ class SB3SAC:
             seed=seed,
             device=device,
             verbose=0,
+            **buffer,
         )
+        if cfg.n_step > 1:
+            model.replay_buffer.bind(model.actor)
         if cfg.init_at_reference:
-            # zero mean, pre-squashing std 1 / action_bound_std: increments ~ N(0, sigma^2 dt) near the centre
+            # zero mean, pre-squashing std 1 / action_bound_std in every state: increments ~ N(0, sigma^2 dt)
+            # near the centre
             with torch.no_grad():
                 model.actor.mu.weight.zero_()
                 model.actor.mu.bias.zero_()
+                model.actor.log_std.weight.zero_()
                 model.actor.log_std.bias.fill_(-math.log(cfg.action_bound_std))
         return model
 
@@ -127,7 +141,7 @@ class SB3PPO:
             batch_size=cfg.batch_size,
             n_epochs=cfg.n_epochs,
             gamma=1.0,
-            gae_lambda=1.0,
+            gae_lambda=cfg.gae_lambda,
             clip_range=cfg.clip_range,
             normalize_advantage=False,
             ent_coef=1.0,

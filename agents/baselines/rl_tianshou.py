@@ -1,9 +1,11 @@
-"""Tianshou 2 SAC as a diffusion sampler (gamma 1, fixed alpha 1, 1-step TD targets, no reward normalisation).
+"""Tianshou 2 SAC as a diffusion sampler (gamma 1, fixed alpha 1, soft n-step targets, no reward normalisation).
 
 The actor is Tianshou's ``ContinuousActorProbabilistic`` (unbounded mean, state-conditioned sigma), the
 policy its ``SACPolicy`` (tanh squashing, then ``action_scaling`` onto the env's Box). Training runs
 through Tianshou's own ``Collector`` and ``OffPolicyTrainer``: ``train_every * n_envs`` transitions per
-collection step, ``gradient_steps`` updates after each.
+collection step, ``gradient_steps`` updates after each. The algorithm is ``rl_nstep.SoftNStepSAC``: Tianshou's
+SAC with the entropy bonuses of the intermediate steps in its n-step targets (``RLConfig.n_step``; 1: the
+library's one-step target).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import math
 
 import numpy as np
 import torch
-from tianshou.algorithm import SAC
 from tianshou.algorithm.modelfree.sac import SACPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
 from tianshou.data import Collector, VectorReplayBuffer
@@ -24,22 +25,32 @@ from tianshou.utils.net.continuous import ContinuousActorProbabilistic, Continuo
 from diffsampler.agents.baselines.rl_config import RLConfig
 from diffsampler.agents.baselines.rl_envs import make_plain_env, make_tianshou_vec_env
 from diffsampler.agents.baselines.rl_eval import TianshouSquashedHead
+from diffsampler.agents.baselines.rl_nstep import SoftNStepSAC
 from diffsampler.envs.sampler_mdp import DiffusionMDP
 
 
 class TianshouModel:
     """The algorithm with the vector env it trains on (Tianshou keeps them apart)."""
 
-    def __init__(self, algorithm: SAC, venv, cfg: RLConfig):
+    def __init__(self, algorithm: SoftNStepSAC, venv, cfg: RLConfig):
         self.algorithm, self.venv, self.cfg = algorithm, venv, cfg
 
 
 def make_env(cfg: RLConfig, env_id: str, env_kwargs: dict):
     if cfg.vec_env == "batched":
-        venv = make_tianshou_vec_env(env_id, cfg.n_envs, cfg.reward_shaping, **env_kwargs)
+        venv = make_tianshou_vec_env(env_id, cfg.n_envs, cfg.reward_shaping, cfg.time_features, **env_kwargs)
         return venv, [venv.mdp.target]
-    venv = DummyVectorEnv([lambda: make_plain_env(env_id, cfg.reward_shaping, **env_kwargs) for _ in range(cfg.n_envs)])
+    plain = [lambda: make_plain_env(env_id, cfg.reward_shaping, cfg.time_features, **env_kwargs)] * cfg.n_envs
+    venv = DummyVectorEnv(plain)
     return venv, [w.env.unwrapped.mdp.target for w in venv.workers]
+
+
+def _space(venv, name: str):
+    """One env's space; a ``DummyVectorEnv`` reports its workers' unwrapped envs' spaces, so read the
+    (time-featured) wrapper's instead."""
+    if isinstance(venv, DummyVectorEnv):
+        return getattr(venv.workers[0].env, name)
+    return getattr(venv, name)[0]
 
 
 def _last_linear(module: torch.nn.Module) -> torch.nn.Linear:
@@ -53,7 +64,7 @@ class TianshouSAC:
     def build(cfg: RLConfig, venv, mdp: DiffusionMDP, seed: int, device: str) -> TianshouModel:
         torch.manual_seed(seed)
         np.random.seed(seed)
-        obs_space, act_space = venv.observation_space[0], venv.action_space[0]
+        obs_space, act_space = _space(venv, "observation_space"), _space(venv, "action_space")
         hidden = [cfg.hidden] * cfg.layers
         obs_dim, act_dim = obs_space.shape[0], act_space.shape[0]
         actor = ContinuousActorProbabilistic(
@@ -67,7 +78,9 @@ class TianshouSAC:
                 mu = _last_linear(actor.mu)
                 mu.weight.zero_()
                 mu.bias.zero_()
-                _last_linear(actor.sigma).bias.fill_(-math.log(cfg.action_bound_std))
+                sigma = _last_linear(actor.sigma)
+                sigma.weight.zero_()
+                sigma.bias.fill_(-math.log(cfg.action_bound_std))
 
         def critic():
             net = Net(state_shape=obs_dim, action_shape=act_dim, hidden_sizes=hidden, concat=True)
@@ -75,7 +88,7 @@ class TianshouSAC:
 
         policy = SACPolicy(actor=actor, action_space=act_space, observation_space=obs_space, action_scaling=True)
         optim = AdamOptimizerFactory(lr=cfg.learning_rate)
-        algorithm = SAC(
+        algorithm = SoftNStepSAC(
             policy=policy,
             policy_optim=optim,
             critic=critic(),
@@ -85,7 +98,7 @@ class TianshouSAC:
             tau=cfg.tau,
             gamma=1.0,
             alpha=1.0,
-            n_step_return_horizon=1,
+            n_step_return_horizon=cfg.n_step,
         )
         return TianshouModel(algorithm, venv, cfg)
 
