@@ -22,10 +22,10 @@ import time
 from diffsampler import envs
 from diffsampler.agents.baselines.rl_config import RLConfig, RLRunConfig
 from diffsampler.agents.baselines.rl_eval import policy_evaluation
+from diffsampler.agents.baselines.rl_observation import FeatureHead, time_features
 from diffsampler.agents.budget import EnergyMarks
 from diffsampler.agents.evaluation import combine_repeats
 from diffsampler.agents.runlog import RunLog, write_config
-from diffsampler.agents.baselines.rl_observation import FeatureHead, time_features
 from diffsampler.agents.runner import RunDirectory, Runner, final_metrics, setup_runtime
 from diffsampler.envs.gym_env import default_action_bound
 from diffsampler.envs.registry import is_conditional_env
