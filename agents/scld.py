@@ -159,6 +159,10 @@ class SCLDAgent(nn.Module):
     def exploration_std(self, iteration: int) -> float:
         return 0.0
 
+    def learned_log_z(self) -> None:
+        """SCLD learns no log Z (its estimate is the SMC one of each simulation)."""
+        return None
+
     def _boundary(self, log_r_ends, states, a: int, b: int, ctx) -> torch.Tensor:
         """``log gamma_b(x_b) - log gamma_a(x_a)`` of segments ``[a, b)`` (for a = 0 the engine has folded
         ``- log p_0(x_0)`` into the first log p_B entry already)."""

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from diffsampler import envs
+from diffsampler.agents.errors import NonFiniteBatch
 from diffsampler.agents.gflownet import GFlowNetAgent, GFlowNetConfig
 from diffsampler.agents.policy import DiffusionPolicy, PolicyConfig
 from diffsampler.agents.presets import PRESETS
@@ -151,7 +152,7 @@ def test_nan_energy_raises_clear_error():
 
     mdp = envs.DiffusionMDP(NaNTarget(2), num_steps=5)
     agent = GFlowNetAgent(mdp, GFlowNetConfig("tb", batch_size=4))
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(NonFiniteBatch, match="NaNTarget.*returned NaN at iteration 0"):
         agent.train_step(0, torch.Generator().manual_seed(0))
 
 
