@@ -82,7 +82,9 @@ def test_benchmark_argument_errors_come_before_torch(argv, message):
 
 def test_config_range_errors_name_the_option(capsys, tmp_path):
     assert train.main(["--ls-step-size", "inf", "--run-dir", str(tmp_path / "r")]) == 2
-    assert capsys.readouterr().err.strip() == "error: --ls-step-size must be a finite number > 0, got inf"
+    assert capsys.readouterr().err.strip() == "error: --ls-step-size must be a finite number, got 'inf'"
+    assert train.main(["--ls-step-size", "-1", "--run-dir", str(tmp_path / "r")]) == 2  # after torch: the range
+    assert capsys.readouterr().err.strip() == "error: --ls-step-size must be a finite number > 0, got -1.0"
 
 
 def test_help_lists_config_fields_with_types_and_help(capsys):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import math
 import os
 import re
 
@@ -167,6 +168,8 @@ def check_field(name: str, text: str, entry: dict):
         value = text if tp is None else parse_value(text, tp, flag(name))
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if isinstance(value, float) and not math.isfinite(value):  # no config field takes inf (None disables)
+        raise UsageError(f"{flag(name)} must be a finite number, got {text!r}")
     choices = entry.get("choices")
     if choices and value not in choices and value is not None:
         raise UsageError(f"{flag(name)} must be one of {', '.join(choices)}, got {text!r}{suggest(text, choices)}")
