@@ -168,7 +168,8 @@ class RunDirectory:
                 f"{path}: refused to load; a checkpoint holds only tensors and plain containers, and this file "
                 f"holds something else ({first})"
             ) from None
-        except (RuntimeError, EOFError, OSError, ValueError) as err:
+        except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError, AttributeError) as err:
+            # random bytes can stop torch's weights-only unpickler anywhere (an IndexError on its stack, ...)
             if isinstance(err, FileNotFoundError):
                 raise
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

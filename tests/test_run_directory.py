@@ -5,6 +5,7 @@ refused naming the holder; a full disk is reported as such and the last good che
 import errno
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -56,7 +57,13 @@ def _edit_checkpoint(run_dir, **changes):
             lambda d: (d / "checkpoint.pt").write_bytes((d / "checkpoint.pt").read_bytes()[:500]),
             "checkpoint.pt is damaged",
         ),
-        (lambda d: (d / "checkpoint.pt").write_bytes(os.urandom(4096)), "checkpoint.pt"),
+        *[
+            (
+                lambda d, k=k: (d / "checkpoint.pt").write_bytes(random.Random(k).randbytes(4096)),
+                "checkpoint.pt",
+            )
+            for k in range(8)
+        ],
         (lambda d: torch.save([1, 2], d / "checkpoint.pt"), "not a training checkpoint (holds a list)"),
         (lambda d: _edit_checkpoint(d, iteration=-5), "iteration -5 is not an integer in [0, 4]"),
         (lambda d: _edit_checkpoint(d, iteration=10**9), "iteration 1000000000 is not an integer in [0, 4]"),
