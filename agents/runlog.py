@@ -155,15 +155,6 @@ class RunLog:
             self._energy_writer = None
 
 
-def grad_norm(parameters):
-    """The global 2-norm of the parameters' current gradients, as a 0-d tensor (no host sync): call it at
-    a logging step, after the optimiser step and before the next ``zero_grad``; None without gradients."""
-    import torch
-
-    norms = [p.grad.detach().norm() for p in parameters if p.grad is not None]
-    return torch.linalg.vector_norm(torch.stack(norms)) if norms else None
-
-
 # --- versions and config.json ---------------------------------------------------------------------------
 
 

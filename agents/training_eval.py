@@ -13,7 +13,6 @@ import time
 
 from diffsampler.agents.budget import snapshot
 from diffsampler.agents.evaluation import combine_repeats, repeat_summary
-from diffsampler.agents.runlog import grad_norm
 
 
 class TrainerEvaluation:
@@ -64,9 +63,8 @@ class TrainerEvaluation:
 
     def _log_training(self, out: dict, loss: float, ms: float, it: int) -> None:
         """Training scalars of a logging step: loss, speed, exploration, energy evaluations, the learned
-        log Z and the gradient norm of this step (read from the gradients still held: no extra sync)."""
+        log Z and the gradient norm the step's guard checked (``out["grad_norm"]``, a tensor: no extra sync)."""
         grad = out.get("grad_norm")
-        grad = grad_norm(self.agent.parameters()) if grad is None else grad
         learned = self.agent.learned_log_z() if self.agent.conditions is None else None
         diagnostics = self.agent.source.diagnostics() if self.agent.source is not None else {}
         scalars = {
