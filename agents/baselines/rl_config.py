@@ -59,6 +59,9 @@ class RLConfig:
         time_features: append ``sin(f t), cos(f t)`` of ``time_features`` frequencies log-spaced over
             [0.1, 100] (those of our samplers' time embedding) to every observation, in training and in
             evaluation alike (``agents.baselines.rl_observation``); 0: observations ``[x, t]`` only.
+        critic_prior: SAC's critics as the reference's step log-density plus the library's MLP, whose last
+            layer starts at zero (``agents.baselines.rl_critic``): the initial actor (``init_at_reference``) is
+            then soft-greedy for the initial critic. A parametrisation of the critic; the objective is the same.
         gae_lambda: PPO's GAE lambda. It weights the value function's bootstraps in the advantage estimate
             (1: Monte Carlo returns minus the value baseline); the objective, the returns' discount (1) and
             the optimum are those of every lambda, only the estimator's bias and variance change.
@@ -84,6 +87,7 @@ class RLConfig:
     n_step: int = 1
     time_features: int = 0
     gae_lambda: float = 1.0
+    critic_prior: bool = False
 
     def __post_init__(self):
         check_fields(self)
@@ -118,6 +122,8 @@ class RLConfig:
             isinstance(self.gae_lambda, (int, float)) and 0 < self.gae_lambda <= 1
         ):
             raise ValueError(f"gae_lambda must be in (0, 1], got {self.gae_lambda!r}")
+        if self.critic_prior and self.algorithm == "sb3-ppo":
+            raise ValueError("critic_prior applies to SAC's Q critics; PPO's value function has no action input")
         if self.n_step > 1 and self.algorithm == "sb3-ppo":
             raise ValueError("n_step applies to SAC's critic targets; PPO's returns are set by gae_lambda")
 

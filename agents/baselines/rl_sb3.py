@@ -16,9 +16,12 @@ import math
 import torch
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.policies import ContinuousCritic
 from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.sac.policies import SACPolicy
 
 from diffsampler.agents.baselines.rl_config import RLConfig
+from diffsampler.agents.baselines.rl_critic import reference_prior, zero_last_linear
 from diffsampler.agents.baselines.rl_envs import make_plain_env, make_sb3_vec_env
 from diffsampler.agents.baselines.rl_eval import SB3GaussianHead, SB3SquashedHead
 from diffsampler.agents.baselines.rl_nstep import SoftNStepReplayBuffer
@@ -65,6 +68,33 @@ def _net_arch(cfg: RLConfig) -> list[int]:
     return [cfg.hidden] * cfg.layers
 
 
+class ReferenceCritic(ContinuousCritic):
+    """SB3's twin critic plus the reference prior (``agents.baselines.rl_critic``); every Q network's last
+    layer starts at zero."""
+
+    def __init__(self, *args, bound_std: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bound_std = float(bound_std)
+        for q_net in self.q_networks:
+            zero_last_linear(q_net)
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        prior = reference_prior(actions, self.bound_std)
+        return tuple(q + prior for q in super().forward(obs, actions))
+
+
+class ReferenceSACPolicy(SACPolicy):
+    """SB3's SAC ``MlpPolicy`` whose critics (online and target) are ``ReferenceCritic``."""
+
+    def __init__(self, *args, bound_std: float, **kwargs):
+        self.bound_std = float(bound_std)
+        super().__init__(*args, **kwargs)
+
+    def make_critic(self, features_extractor=None) -> ReferenceCritic:
+        critic_kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)
+        return ReferenceCritic(**critic_kwargs, bound_std=self.bound_std).to(self.device)
+
+
 class SB3SAC:
     head_type = SB3SquashedHead
 
@@ -76,8 +106,11 @@ class SB3SAC:
                 "replay_buffer_class": SoftNStepReplayBuffer,
                 "replay_buffer_kwargs": {"n_steps": cfg.n_step, "ent_coef": 1.0},
             }
+        policy_kwargs = {"net_arch": _net_arch(cfg)}
+        if cfg.critic_prior:
+            policy_kwargs["bound_std"] = cfg.action_bound_std
         model = SAC(
-            "MlpPolicy",
+            ReferenceSACPolicy if cfg.critic_prior else "MlpPolicy",
             venv,
             learning_rate=cfg.learning_rate,
             buffer_size=cfg.buffer_size,
@@ -88,7 +121,7 @@ class SB3SAC:
             train_freq=(cfg.train_every, "step"),
             gradient_steps=cfg.gradient_steps,
             ent_coef=1.0,
-            policy_kwargs={"net_arch": _net_arch(cfg)},
+            policy_kwargs=policy_kwargs,
             seed=seed,
             device=device,
             verbose=0,

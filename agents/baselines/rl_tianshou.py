@@ -23,6 +23,7 @@ from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorProbabilistic, ContinuousCritic
 
 from diffsampler.agents.baselines.rl_config import RLConfig
+from diffsampler.agents.baselines.rl_critic import reference_prior, zero_last_linear
 from diffsampler.agents.baselines.rl_envs import make_plain_env, make_tianshou_vec_env
 from diffsampler.agents.baselines.rl_eval import TianshouSquashedHead
 from diffsampler.agents.baselines.rl_nstep import SoftNStepSAC
@@ -57,6 +58,20 @@ def _last_linear(module: torch.nn.Module) -> torch.nn.Linear:
     return [m for m in module.modules() if isinstance(m, torch.nn.Linear)][-1]
 
 
+class ReferenceCritic(ContinuousCritic):
+    """Tianshou's critic plus the reference prior (``agents.baselines.rl_critic``), its last layer at zero."""
+
+    def __init__(self, *, bound_std: float, **kwargs):
+        super().__init__(**kwargs)
+        self.bound_std = float(bound_std)
+        zero_last_linear(self.last)
+
+    def forward(self, obs, act=None, info=None) -> torch.Tensor:
+        q = super().forward(obs, act, info)
+        act = torch.as_tensor(act, device=q.device, dtype=q.dtype).flatten(1)
+        return q + reference_prior(act, self.bound_std)
+
+
 class TianshouSAC:
     head_type = TianshouSquashedHead
 
@@ -84,6 +99,8 @@ class TianshouSAC:
 
         def critic():
             net = Net(state_shape=obs_dim, action_shape=act_dim, hidden_sizes=hidden, concat=True)
+            if cfg.critic_prior:
+                return ReferenceCritic(preprocess_net=net, bound_std=cfg.action_bound_std).to(device)
             return ContinuousCritic(preprocess_net=net).to(device)
 
         policy = SACPolicy(actor=actor, action_space=act_space, observation_space=obs_space, action_scaling=True)
