@@ -129,3 +129,45 @@ def test_every_option_trains_end_to_end(algo, tmp_path):
     result = run_spec(spec, tmp_path)
     assert result["env_steps"] == 600 and result["energy_evaluations"] == 600 // T
     assert all(math.isfinite(result[k]) for k in ("log_z", "log_z_rw", "w2", "delta_log_z_rw"))
+
+
+def test_tianshou_soft_nstep_returns_add_the_intermediate_entropy_bonuses():
+    """SoftNStepSAC's returns minus those of Tianshou's SAC (same bootstrap draw) are -alpha times the current
+    policy's log pi (tanh-squashed Gaussian, computed here from its mean and std) summed over the intermediate
+    steps of the same episode."""
+    from tianshou.algorithm import SAC
+    from tianshou.data import Batch, ReplayBuffer
+
+    n = 3
+    alg = _built("ts-sac", n_step=n).algorithm
+    buf = ReplayBuffer(32)
+    gen = torch.Generator().manual_seed(0)
+    steps = []
+    for k in range(10):
+        step = k % 4
+        obs = torch.randn(3, generator=gen).numpy()
+        act = (torch.rand(2, generator=gen) * 1.8 - 0.9).numpy()
+        steps.append((obs, act, step == 3))
+        batch = Batch(obs=obs, act=act, rew=float(k), terminated=step == 3, truncated=False, obs_next=obs + 1, info={})
+        buf.add(batch)
+    idx = np.arange(10)
+    torch.manual_seed(5)
+    soft = alg._preprocess_batch(buf[idx], buf, idx).returns.flatten()
+    torch.manual_seed(5)
+    base = SAC._preprocess_batch(alg, buf[idx], buf, idx).returns.flatten()
+
+    def log_pi(obs, act):
+        with torch.no_grad():
+            dist = alg.policy(Batch(obs=obs[None], info=Batch())).dist
+        u = torch.as_tensor(act, dtype=torch.float32)
+        mean, std = dist.mean.flatten(), dist.stddev.flatten()
+        g = torch.atanh(u)
+        normal = (-0.5 * ((g - mean) / std) ** 2 - std.log() - 0.5 * math.log(2 * math.pi)).sum()
+        return (normal - torch.log1p(-u.square()).sum()).item()
+
+    for i in idx:
+        bonus, j = 0.0, i
+        while not steps[j][2] and j - i < n - 1 and j + 1 < 10:
+            j += 1
+            bonus += log_pi(*steps[j][:2])
+        assert (soft[i] - base[i]).item() == pytest.approx(-alg.alpha.value * bonus, rel=1e-4, abs=1e-4), i
