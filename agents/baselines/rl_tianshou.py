@@ -23,7 +23,7 @@ from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorProbabilistic, ContinuousCritic
 
 from diffsampler.agents.baselines.rl_config import RLConfig
-from diffsampler.agents.baselines.rl_critic import reference_prior, zero_last_linear
+from diffsampler.agents.baselines.rl_critic import last_linear, reference_prior, zero_last_linear
 from diffsampler.agents.baselines.rl_envs import make_plain_env, make_tianshou_vec_env
 from diffsampler.agents.baselines.rl_eval import TianshouSquashedHead
 from diffsampler.agents.baselines.rl_nstep import SoftNStepSAC
@@ -52,10 +52,6 @@ def _space(venv, name: str):
     if isinstance(venv, DummyVectorEnv):
         return getattr(venv.workers[0].env, name)
     return getattr(venv, name)[0]
-
-
-def _last_linear(module: torch.nn.Module) -> torch.nn.Linear:
-    return [m for m in module.modules() if isinstance(m, torch.nn.Linear)][-1]
 
 
 class ReferenceCritic(ContinuousCritic):
@@ -90,10 +86,10 @@ class TianshouSAC:
         ).to(device)
         if cfg.init_at_reference:
             with torch.no_grad():
-                mu = _last_linear(actor.mu)
+                mu = last_linear(actor.mu)
                 mu.weight.zero_()
                 mu.bias.zero_()
-                sigma = _last_linear(actor.sigma)
+                sigma = last_linear(actor.sigma)
                 sigma.weight.zero_()
                 sigma.bias.fill_(-math.log(cfg.action_bound_std))
 
