@@ -120,19 +120,19 @@ PRESETS: dict[str, Preset] = {
     "sb3-sac": Preset(
         RLConfig("sb3-sac", critic_prior=True),
         3_000_000,
-        "Stable-Baselines3 SAC, max-entropy RL, critics start at the reference's soft Q",
+        "SB3 SAC, max-entropy RL, critics start at the reference's soft Q; 30,000 episodes at T = 100",
         _SOFT_RL,
     ),
     "sb3-ppo": Preset(
         RLConfig("sb3-ppo", batch_size=3000, learning_rate=1e-4, action_bound_std=50.0),
         3_000_000,
-        "Stable-Baselines3 PPO, entropy bonus 1",
+        "SB3 PPO, entropy bonus 1; 30,000 episodes (energy evaluations) at T = 100",
         _SOFT_RL,
     ),
     "ts-sac": Preset(
         RLConfig("ts-sac", critic_prior=True),
         3_000_000,
-        "Tianshou SAC, max-entropy RL, critics start at the reference's soft Q",
+        "Tianshou SAC, max-entropy RL, critics start at the reference's soft Q; 30,000 episodes at T = 100",
         _SOFT_RL,
     ),
 }

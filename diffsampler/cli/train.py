@@ -89,7 +89,7 @@ def _main(argv: list[str]) -> int:
         return 0
     if args.list_presets:
         for name, entry in schema.load()["presets"].items():
-            print(f"{name:20s} {entry['iterations']:9,d}  {entry['description']}")
+            print(f"{name:20s} {entry['iterations']:9,d} {_unit(entry):12s} {entry['description']}")
         return 0
     if args.list_fields:
         print(cli.fields_help(preset))
@@ -139,9 +139,14 @@ def _env(args) -> tuple[str, dict]:
     return CUSTOM_ENV_ID, {"target": args.target}
 
 
+def _unit(entry: dict) -> str:
+    """The unit of a preset's budget (``iterations``, ``env steps``, ``temperatures``, ...)."""
+    return schema.load()["configs"][entry["config"]]["budget"].rpartition(".")[2].replace("_", " ")
+
+
 def _budget(args, preset: str) -> tuple[int | None, str]:
     entry = schema.load()["presets"][preset]
-    unit = schema.load()["configs"][entry["config"]]["budget"].rpartition(".")[2].replace("_", " ")
+    unit = _unit(entry)
     if args.iterations is not None:
         return args.iterations, f"{args.iterations:,} {unit} (--iterations)"
     if args.env is None and args.preset is None and args.target is None:
