@@ -34,7 +34,8 @@ from diffsampler.agents.config import config_from_spec
 from diffsampler.agents.errors import TrainingInterrupted  # noqa: F401 - raised by runners
 from diffsampler.agents.runtime import retain_freed_memory
 
-FINAL_KEYS = metrics.METRIC_KEYS + ("ms_per_iteration", "iterations", "wall_seconds", "energy_evaluations")
+# emc is null for targets without modes (``metrics.summarize`` adds it for mixtures and Manywell)
+FINAL_KEYS = metrics.METRIC_KEYS + ("emc", "ms_per_iteration", "iterations", "wall_seconds", "energy_evaluations")
 
 
 def setup_runtime(device: str, threads: int | None = None, retain_memory: bool = False) -> torch.device:

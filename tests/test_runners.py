@@ -43,6 +43,7 @@ def test_every_preset_runs_through_its_runner(preset, tmp_path):
     assert saved == result and set(FINAL_KEYS) <= set(result)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["preset"] == preset
     assert result["energy_evaluations"] > 0 and result["w2"] is not None and math.isfinite(result["w2"])
+    assert 0 <= result["emc"] <= 1  # Manywell has modes: the entropic mode coverage of every sampler's samples
     if preset != "mala":  # chains give samples only
         assert math.isfinite(result["log_z"])
     assert not (tmp_path / "run" / ".lock").exists() or _unlocked(tmp_path / "run")
@@ -77,3 +78,14 @@ def test_resume_of_a_gflownet_run_continues_it(tmp_path):
 def test_rl_on_a_conditional_target_is_refused_when_the_run_is_built(preset):
     with pytest.raises(ValueError, match="DiffSampler-VAE-v0: its target is conditional"):
         runs.build(RunSpec("DiffSampler-VAE-v0", preset))
+
+
+@pytest.mark.parametrize("preset", ["smc", "tb"])
+def test_metrics_json_holds_emc_as_null_for_a_target_without_modes(preset, tmp_path):
+    spec = _spec(preset)
+    spec = RunSpec(
+        "DiffSampler-Gaussian-v0", preset, budget=spec.budget, env_kwargs={"num_steps": 4}, overrides=spec.overrides
+    )
+    run(spec, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "emc" in saved and saved["emc"] is None
