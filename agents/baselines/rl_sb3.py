@@ -132,10 +132,9 @@ class SB3SAC:
         if cfg.init_at_reference:
             # zero mean, pre-squashing std 1 / action_bound_std in every state: increments ~ N(0, sigma^2 dt)
             # near the centre
+            zero_last_linear(model.actor.mu)
+            zero_last_linear(model.actor.log_std)
             with torch.no_grad():
-                model.actor.mu.weight.zero_()
-                model.actor.mu.bias.zero_()
-                model.actor.log_std.weight.zero_()
                 model.actor.log_std.bias.fill_(-math.log(cfg.action_bound_std))
         return model
 
@@ -184,9 +183,7 @@ class SB3PPO:
             verbose=0,
         )
         if cfg.init_at_reference:
-            with torch.no_grad():
-                model.policy.action_net.weight.zero_()
-                model.policy.action_net.bias.zero_()
+            zero_last_linear(model.policy.action_net)
         return model
 
     save = staticmethod(SB3SAC.save)

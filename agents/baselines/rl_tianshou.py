@@ -85,13 +85,10 @@ class TianshouSAC:
             conditioned_sigma=True,
         ).to(device)
         if cfg.init_at_reference:
+            zero_last_linear(actor.mu)
+            zero_last_linear(actor.sigma)
             with torch.no_grad():
-                mu = last_linear(actor.mu)
-                mu.weight.zero_()
-                mu.bias.zero_()
-                sigma = last_linear(actor.sigma)
-                sigma.weight.zero_()
-                sigma.bias.fill_(-math.log(cfg.action_bound_std))
+                last_linear(actor.sigma).bias.fill_(-math.log(cfg.action_bound_std))
 
         def critic():
             net = Net(state_shape=obs_dim, action_shape=act_dim, hidden_sizes=hidden, concat=True)
