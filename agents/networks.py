@@ -13,7 +13,6 @@ then the per-trajectory context ``embed_time(t) + embed_condition(c)``.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -103,16 +102,15 @@ class JointNet(nn.Module):
     # --- a rollout's forward passes, recorded and replayed (``ActivationRecord``) --------------------------
 
     def forward_recorded(self, x: torch.Tensor, t_emb: torch.Tensor, record: ActivationRecord, step: int):
-        """``forward`` of one sampling step (``x`` (n, d)), writing its pre-activations into ``record`` at
-        ``step``: the same operations as ``forward``, so the same values."""
-        linears = self._linears
-        z = record.slots(len(linears) + 1, x.shape[0], self.last.in_features, x)
-        h = torch.addmm(t_emb, x, self.state_encoder.weight.t(), out=z[0][step])
-        for i, layer in enumerate(linears):
-            h = torch.addmm(layer.bias, F.gelu(h), layer.weight.t(), out=z[i + 1][step])
+        """``forward`` of one sampling step (``x`` (n, d)), writing its pre-activations and activations into
+        ``record`` at ``step``: the same operations as ``forward``, so the same values."""
         if step == 0:
-            record.versions = _versions(self)
-        return self.last(F.gelu(h))
+            record.start(self, x)
+        z, a, weights = record.z_steps, record.a_steps, record.weights
+        h = torch.addmm(t_emb, x, weights[0], out=z[0][step])
+        for i, (bias, w_t) in enumerate(zip(record.biases, weights[1:])):
+            h = torch.addmm(bias, _gelu_into(h, a[i][step]), w_t, out=z[i + 1][step])
+        return torch.addmm(self.last.bias, _gelu_into(h, a[-1][step]), weights[-1])
 
     def hidden_replayed(self, x: torch.Tensor, t_emb: torch.Tensor, record: ActivationRecord | None):
         """``hidden(x, t_emb)`` of whole paths ``x`` (B, T, d) from a rollout's ``record`` when it holds them
@@ -120,8 +118,20 @@ class JointNet(nn.Module):
         costs nothing and the backward pass is ``RecordedHidden``'s."""
         if record is None or not record.matches(self, x):
             return self.hidden(x, t_emb)
+        return self._replay(x.transpose(0, 1), _time_major_embedding(t_emb), record).transpose(0, 1)
+
+    def hidden_time_major(self, x: torch.Tensor, t_emb: torch.Tensor, record: ActivationRecord | None):
+        """``hidden`` of whole paths, time-major: ``(T, B, hidden)``, the states ``(T + 1, B, d)`` the record
+        kept of the rollout whose paths ``x`` (B, T, d) are and their residuals (or None), or None when ``record``
+        cannot replay ``x``. The rows of the replay's products are in the order the rollout wrote them."""
+        if record is None or not record.matches(self, x):
+            return None
+        states = record.time_major_states(x)
+        return self._replay(states[:-1], _time_major_embedding(t_emb), record), states, record.residuals
+
+    def _replay(self, x_tm: torch.Tensor, emb: torch.Tensor, record: ActivationRecord) -> torch.Tensor:
         params = [self.state_encoder.weight] + [p for layer in self._linears for p in (layer.weight, layer.bias)]
-        return RecordedHidden.apply(x, t_emb, record.z, *params)
+        return RecordedHidden.apply(x_tm, emb, record.z, record.a, *params)
 
     def forward_replayed(self, x: torch.Tensor, t_emb: torch.Tensor, record: ActivationRecord | None):
         """``forward`` of whole paths, replayed from ``record`` where it can be (see ``hidden_replayed``)."""
@@ -140,58 +150,109 @@ def _versions(module: nn.Module) -> tuple[int, ...]:
     return tuple(p._version for p in module.parameters())
 
 
+def _gelu_into(h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``F.gelu(h)`` written into ``out`` (the same kernel, so the same values)."""
+    return torch._C._nn.gelu(h, out=out)
+
+
 class ActivationRecord:
-    """The pre-activations ``z[i]`` (T, n, hidden) of a ``JointNet``'s layers over a rollout, time-major.
+    """The pre-activations ``z[i]`` and activations ``a[i] = gelu(z[i])`` (T, n, hidden) of a ``JointNet``'s layers
+    over a rollout, time-major, and the rollout's time-major states.
 
     A training step samples paths without autograd, then evaluates the same network at the same states
-    with autograd to score them: replaying the recorded pre-activations (``JointNet.hidden_replayed``)
-    saves that second forward pass. A record is used only for the batch it was made on and while the
-    parameters are unchanged (their version counters, which every in-place update bumps)."""
+    with autograd to score them: replaying the record (``JointNet.hidden_replayed``, ``hidden_time_major``)
+    saves that second forward pass and its activation functions. A record is used only for the states it was
+    made on (the same tensor, unchanged: its storage, strides and version counter) and while the parameters
+    are unchanged (their version counters, which every in-place update bumps).
+    During the rollout it also holds the transposed weights (``start``), so a step does no view bookkeeping."""
 
     def __init__(self, num_steps: int):
         self.num_steps = num_steps
         self.z: list[torch.Tensor] | None = None
+        self.a: list[torch.Tensor] | None = None
         self.versions: tuple[int, ...] | None = None
+        self.states: torch.Tensor | None = None
+        self.residuals: torch.Tensor | None = None
+        self._states_key = None
+        self.z_steps: list = []
+        self.a_steps: list = []
+        self.weights: list[torch.Tensor] = []
+        self.biases: list[torch.Tensor] = []
 
-    def slots(self, layers: int, n: int, hidden: int, like: torch.Tensor) -> list[torch.Tensor]:
-        if self.z is None:
-            self.z = [like.new_empty(self.num_steps, n, hidden) for _ in range(layers)]
-        return self.z
+    def start(self, net: JointNet, x: torch.Tensor) -> None:
+        """Before step 0: the slots for ``x`` (n, d), the parameters' versions and the transposed weights."""
+        n, hidden, layers = x.shape[0], net.last.in_features, len(net._linears) + 1
+        if self.z is None or self.z[0].shape[1] != n:
+            self.z = [x.new_empty(self.num_steps, n, hidden) for _ in range(layers)]
+            self.a = [x.new_empty(self.num_steps, n, hidden) for _ in range(layers)]
+        self.z_steps, self.a_steps = [z.unbind(0) for z in self.z], [a.unbind(0) for a in self.a]  # per-step views
+        self.versions = _versions(net)
+        linears = (net.state_encoder, *net._linears, net.last)
+        self.weights = [layer.weight.t() for layer in linears]
+        self.biases = [layer.bias for layer in net._linears]
+
+    def keep_states(self, time_major: torch.Tensor, batch_major: torch.Tensor, residuals=None) -> None:
+        """The rollout's states, time-major ``(T + 1, n, d)``, as the paths' ``batch_major`` (n, T + 1, d)
+        copy of them: ``time_major_states`` gives them back for that tensor while it is unchanged.
+        ``residuals``: ``x_{k+1} - mean_k`` of every step (T, n, d) (the rollout's scaled noise), or None."""
+        self.states, self.residuals = time_major, residuals
+        self._states_key = _tensor_key(batch_major)
+
+    def time_major_states(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``(T + 1, n, d)``: the kept states, when ``x`` is the paths' states or ``[:, :-1]`` of them (same
+        storage, strides and version), else None."""
+        if self.states is None or _tensor_key(x) != self._states_key:
+            return None
+        return self.states
 
     def matches(self, net: nn.Module, x: torch.Tensor) -> bool:
+        """Whether the record describes ``net`` at ``x``: the rollout's own states (unchanged since) and the
+        parameters it ran with."""
         return (
             self.z is not None
             and tuple(x.shape[:2]) == (self.z[0].shape[1], self.num_steps)
             and self.versions == _versions(net)
+            and self.time_major_states(x) is not None
         )
 
 
+def _time_major_embedding(t_emb: torch.Tensor) -> torch.Tensor:
+    """An embedding of whole paths, ``(T, hidden)`` or per path ``(B, T, hidden)``, broadcastable to (T, B, hidden)."""
+    return t_emb.unsqueeze(1) if t_emb.dim() == 2 else t_emb.transpose(0, 1)
+
+
+def _tensor_key(x: torch.Tensor) -> tuple:
+    return x.data_ptr(), x.stride(), x._version
+
+
 class RecordedHidden(torch.autograd.Function):
-    """``JointNet.hidden`` of whole paths from recorded pre-activations: the forward pass reads them, the
-    backward pass is the one autograd would run (GELU and linear backward, batched over all B T rows)."""
+    """``JointNet.hidden`` of whole paths from a record, time-major: ``x`` (T, B, d), the embedding (T, hidden)
+    or (T, B, hidden), ``z`` and ``a`` the recorded pre-activations and activations (T, B, hidden). The forward
+    pass reads them, the backward pass is the one autograd would run (GELU and linear backward, batched over
+    all T B rows, in the record's row order)."""
 
     @staticmethod
-    def forward(ctx, x, t_emb, z_time_major, w_enc, *layer_params):
-        zs = [z.transpose(0, 1).contiguous() for z in z_time_major]  # (B, T, hidden), batch-major
-        ctx.save_for_backward(x, *layer_params, *zs)
+    def forward(ctx, x, t_emb, z, a, w_enc, *layer_params):
+        ctx.save_for_backward(x, *layer_params, *z, *a)
         ctx.n_layers, ctx.emb_shape = len(layer_params) // 2, t_emb.shape
-        return F.gelu(zs[-1])
+        return a[-1].detach()
 
     @staticmethod
     def backward(ctx, grad):
         saved, n = ctx.saved_tensors, ctx.n_layers
-        x, params, zs = saved[0], saved[1 : 1 + 2 * n], saved[1 + 2 * n :]
+        x, params = saved[0], saved[1 : 1 + 2 * n]
+        zs, acts = saved[1 + 2 * n : 2 + 3 * n], saved[2 + 3 * n :]
         h = zs[0].shape[-1]
         g = torch.ops.aten.gelu_backward(grad, zs[-1])
         layer_grads: list = []
-        for i in range(n, 0, -1):  # z_i = gelu(z_{i-1}) W_i^T + b_i
+        for i in range(n, 0, -1):  # z_i = a_{i-1} W_i^T + b_i
             w = params[2 * (i - 1)]
-            g2, a2 = g.reshape(-1, h), F.gelu(zs[i - 1]).reshape(-1, h)
-            layer_grads = [g2.t().mm(a2), g2.sum(0)] + layer_grads
+            g2 = g.reshape(-1, h)
+            layer_grads = [g2.t().mm(acts[i - 1].reshape(-1, h)), g2.sum(0)] + layer_grads
             g = torch.ops.aten.gelu_backward(g.matmul(w), zs[i - 1])
         grad_w_enc = g.reshape(-1, h).t().mm(x.reshape(-1, x.shape[-1]))
         grad_emb = g.sum_to_size(ctx.emb_shape) if ctx.needs_input_grad[1] else None
-        return (None, grad_emb, None, grad_w_enc, *layer_grads)
+        return (None, grad_emb, None, None, grad_w_enc, *layer_grads)
 
 
 class LangevinScaleNet(nn.Module):

@@ -254,9 +254,14 @@ class DiffusionPolicy(nn.Module):
         emb = t_emb if c_emb is None else t_emb + c_emb.unsqueeze(1)
         last = self.net.last
         c = self._own_coefs(ctx)
-        a, g, v = (self._at(coef, None) for coef in (c.mean_coef, c.drift_coef, c.base_var))
+        coefs = [self._at(coef, None) for coef in (c.mean_coef, c.drift_coef, c.base_var)]
+        replayed = self.net.hidden_time_major(x, emb, record)
+        if replayed is not None:  # the rollout's own row order: per-step coefficients (T, 1, 1)
+            hidden, states, residual = replayed
+            coefs = [coef.unsqueeze(-1) if isinstance(coef, torch.Tensor) else coef for coef in coefs]
+            return AffineDrift(hidden, last.weight, last.bias, *coefs, self.config.clip_output, states, residual)
         hidden = self.net.hidden_replayed(x, emb, record)
-        return AffineDrift(hidden, last.weight, last.bias, a, g, v, self.config.clip_output)
+        return AffineDrift(hidden, last.weight, last.bias, *coefs, self.config.clip_output)
 
     @staticmethod
     def _at(coef, step):

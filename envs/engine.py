@@ -138,6 +138,9 @@ def _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states,
     else:  # written in place, time-major
         buf = x.new_zeros(T + 1, n, d)
         buf[0] = x
+        slabs = buf.unbind(0)  # per-step views, made once
+    if noise is not None:
+        noise_k = noise.unbind(0)
     scores = x.new_empty(T, n, d) if langevin and not reparam else None
     log_r_states = x.new_empty(T, n) if langevin else None  # detached; the training guard screens them
     score = None
@@ -152,12 +155,12 @@ def _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states,
         else:
             mean, var = kernel.transition(x, first + k, ctx, score)
             if reparam:
-                resid = process.noise_std(var) * noise[k]
+                resid = process.noise_std(var) * noise_k[k]
                 x, lp = mean + resid, process.gaussian_log_prob(resid, 0.0, var)
             elif std is not None:
-                x = torch.add(mean, noise[k], out=buf[k + 1])
+                x = torch.add(mean, noise_k[k], out=slabs[k + 1])
             else:
-                x = _gaussian_step(mean, process.noise_std(var, extra_std), noise[k], buf[k + 1])
+                x = _gaussian_step(mean, process.noise_std(var, extra_std), noise_k[k], slabs[k + 1])
         if recording:
             states.append(x)
             log_pf.append(lp)
@@ -165,6 +168,8 @@ def _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states,
         states_t, recorded = torch.stack(states, 1), torch.stack(log_pf, 1)
     else:
         states_t, recorded = buf.transpose(0, 1).contiguous(), None
+        if hasattr(record, "keep_states"):  # the kernel may replay in the rollout's (time-major) row order
+            record.keep_states(buf, states_t, noise if std is not None else None)  # noise: x_{k+1} - mean_k
     if scores is not None:
         scores = scores.transpose(0, 1).contiguous()
     if log_r_states is not None:

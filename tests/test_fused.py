@@ -19,9 +19,24 @@ def test_residual_squared_norm_gradients_match_finite_differences():
     torch.testing.assert_close(residual_squared_norm(r0, h, w, 0.3), plain)
 
 
+@pytest.mark.parametrize("d, k", [(5, 3), (2, 6)])  # both gradient branches: the residual wider or narrower
+def test_residual_squared_norm_with_bias_and_per_row_scales(d, k):
+    gen = torch.Generator().manual_seed(1)
+    r0 = torch.randn(7, d, generator=gen, dtype=torch.float64)
+    h, w, b = (torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True) for s in ((7, k), (d, k), (d,)))
+    for alpha in (0.3, torch.rand(7, 1, generator=gen, dtype=torch.float64) + 0.5):
+        assert torch.autograd.gradcheck(lambda h, w, b, alpha=alpha: residual_squared_norm(r0, h, w, alpha, b), (h, w, b))
+        plain = (r0 - alpha * (h @ w.t() + b)).square().sum(-1)
+        torch.testing.assert_close(residual_squared_norm(r0, h, w, alpha, b), plain)
+
+
 def test_residual_squared_norm_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match=r"\(4, 3\)"):
         residual_squared_norm(torch.zeros(4, 3), torch.zeros(4, 2), torch.zeros(4, 3))
+    with pytest.raises(ValueError, match=r"\(5,\)"):
+        residual_squared_norm(torch.zeros(4, 3), torch.zeros(4, 2), torch.zeros(3, 2), 1.0, torch.zeros(5))
+    with pytest.raises(ValueError, match=r"\(4, 3\)"):
+        residual_squared_norm(torch.zeros(4, 3), torch.zeros(4, 2), torch.zeros(3, 2), torch.ones(4, 3))
 
 
 def _plain_log_pf(policy, states):
