@@ -13,6 +13,7 @@ then the per-trajectory context ``embed_time(t) + embed_condition(c)``.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -88,12 +89,20 @@ class JointNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
         """``x`` ``(..., d)`` and an ``embed_time`` output (plus a condition embedding, if any)
-        broadcastable to ``(..., hidden)``."""
-        return self.joint(self._encode(x, t_emb))
+        broadcastable to ``(..., hidden)``. The ops of ``self.joint``, called directly (no module dispatch)."""
+        last = self.last
+        return F.linear(self._joint_hidden(self._encode(x, t_emb)), last.weight, last.bias)
+
+    def _joint_hidden(self, h: torch.Tensor) -> torch.Tensor:
+        """``self.joint[:-1](h)``: GELU, then (Linear, GELU) per hidden layer."""
+        h = F.gelu(h)
+        for layer in self._linears:
+            h = F.gelu(F.linear(h, layer.weight, layer.bias))
+        return h
 
     def hidden(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
         """The features ``(..., hidden)`` the last layer (``self.last``) maps to the output."""
-        return self.joint[:-1](self._encode(x, t_emb))
+        return self._joint_hidden(self._encode(x, t_emb))
 
     @property
     def last(self) -> nn.Linear:

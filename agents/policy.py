@@ -296,7 +296,7 @@ class DiffusionPolicy(nn.Module):
                 score = self._at(score_weight, step) * (score + x / self.t_scale)
             drift = drift + lgv_scale * score
         clip = self.config.clip_output
-        drift = drift.clamp(-clip, clip)
+        drift = torch.nn.functional.hardtanh(drift, -clip, clip)  # clamp's values, a one-kernel backward
         g = self._at(drift_coef, step)
         if isinstance(mean_coef, float) and mean_coef == 1.0:
             mean = torch.add(x, drift, alpha=g) if isinstance(g, float) else x + g * drift

@@ -156,7 +156,9 @@ def _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states,
             mean, var = kernel.transition(x, first + k, ctx, score)
             if reparam:
                 resid = process.noise_std(var) * noise_k[k]
-                x, lp = mean + resid, process.gaussian_log_prob(resid, 0.0, var)
+                x = mean + resid
+                # at a fixed variance log p_F carries no gradient: all steps in one call after the loop
+                lp = var if isinstance(var, float) else process.gaussian_log_prob(resid, 0.0, var)
             elif std is not None:
                 x = torch.add(mean, noise_k[k], out=slabs[k + 1])
             else:
@@ -165,7 +167,7 @@ def _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states,
             states.append(x)
             log_pf.append(lp)
     if recording:
-        states_t, recorded = torch.stack(states, 1), torch.stack(log_pf, 1)
+        states_t, recorded = torch.stack(states, 1), _recorded_log_pf(log_pf, noise)
     else:
         states_t, recorded = buf.transpose(0, 1).contiguous(), None
         if hasattr(record, "keep_states"):  # the kernel may replay in the rollout's (time-major) row order
@@ -181,6 +183,22 @@ def _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states,
     if not whole:
         times = times[first : last + 1]
     return Paths(states_t, log_r, scores, log_r_states, condition, recorded, times, record, first_step=first)
+
+
+def _recorded_log_pf(log_pf: list, noise: torch.Tensor | None) -> torch.Tensor:
+    """(B, T): the steps' recorded log-probabilities; a reparameterised step at a fixed variance recorded its
+    variance (a float) instead, and those steps are evaluated here at once from their residuals std * noise."""
+    fixed = [lp for lp in log_pf if isinstance(lp, float)]
+    if fixed and len(fixed) == len(log_pf) and len(set(fixed)) == 1:  # one variance: one call over (B, T, d)
+        var = fixed[0]
+        return process.gaussian_log_prob(process.noise_std(var) * noise.transpose(0, 1), 0.0, var)
+    if fixed:
+        noise_k = noise.unbind(0)
+        log_pf = [
+            process.gaussian_log_prob(process.noise_std(lp) * noise_k[k], 0.0, lp) if isinstance(lp, float) else lp
+            for k, lp in enumerate(log_pf)
+        ]
+    return torch.stack(log_pf, 1)
 
 
 def rollout_backward(
