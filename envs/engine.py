@@ -31,6 +31,7 @@ from diffsampler.envs import process
 from diffsampler.envs.fused import AffineDrift  # noqa: F401 - re-exported
 from diffsampler.envs.fused import fused_log_pf as _fused_log_pf
 from diffsampler.envs.kernel_protocol import BackwardKernel, ForwardKernel
+from diffsampler.envs.targets.base import analytic_score
 from diffsampler.envs.trajectories import Paths, Trajectories, log_weight  # noqa: F401 - re-exported
 
 # --- rewards along paths ----------------------------------------------------------------------------
@@ -48,7 +49,14 @@ def check_log_reward_shape(log_r, x: torch.Tensor, target) -> None:
 
 
 def clipped_score(reward, x: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log R(x), clip(grad log R(x)))`` at a detached copy of ``x``; both results carry no graph."""
+    """``(log R(x), clip(grad log R(x)))`` at a detached copy of ``x``; both results carry no graph. The
+    gradient is the target's closed form where it has one (``targets.base.analytic_score``), else autograd's."""
+    closed_form = analytic_score(reward)
+    if closed_form is not None:
+        with torch.no_grad():
+            log_r, grad = closed_form(x.detach())
+        check_log_reward_shape(log_r, x, reward)
+        return log_r, torch.nan_to_num(grad).clamp_(-clip, clip)
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         log_r = reward.log_reward(xg)

@@ -25,7 +25,8 @@ def test_residual_squared_norm_with_bias_and_per_row_scales(d, k):
     r0 = torch.randn(7, d, generator=gen, dtype=torch.float64)
     h, w, b = (torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True) for s in ((7, k), (d, k), (d,)))
     for alpha in (0.3, torch.rand(7, 1, generator=gen, dtype=torch.float64) + 0.5):
-        assert torch.autograd.gradcheck(lambda h, w, b, alpha=alpha: residual_squared_norm(r0, h, w, alpha, b), (h, w, b))
+        fn = lambda h, w, b, alpha=alpha: residual_squared_norm(r0, h, w, alpha, b)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (h, w, b))
         plain = (r0 - alpha * (h @ w.t() + b)).square().sum(-1)
         torch.testing.assert_close(residual_squared_norm(r0, h, w, alpha, b), plain)
 

@@ -17,7 +17,9 @@ class Target:
         plot_bounds: (low, high) box used by figures, or None.
 
     Subclasses implement ``log_reward`` (batched, differentiable, finite or -inf for finite x, never
-    NaN) and, where exact samples exist, ``sample``.
+    NaN) and, where exact samples exist, ``sample``. A subclass may also implement
+    ``log_reward_and_score(x) -> (log R(x), grad log R(x))`` in closed form (no autograd): the Langevin
+    kernels then take their scores from it (``analytic_score``).
     """
 
     dim: int
@@ -48,6 +50,23 @@ class Target:
         return f"{type(self).__name__}(dim={self.dim})"
 
 
+def analytic_score(target):
+    """``target.log_reward_and_score`` when it describes ``target.log_reward``, else None (then the score is
+    taken by autograd). It does when the class that defines it also defines ``log_reward``, and the instance
+    overrides either both (``EvaluationCounter``) or neither: a subclass or an instance that changes only
+    ``log_reward`` (a user's override, a test's patch) gets autograd scores of its own ``log_reward``."""
+    cls = type(target)
+    if getattr(cls, "log_reward_and_score", None) is None:
+        return None
+    owner = next(c for c in cls.__mro__ if "log_reward_and_score" in vars(c))
+    if owner is not next(c for c in cls.__mro__ if "log_reward" in vars(c)):
+        return None
+    own = vars(target) if hasattr(target, "__dict__") else {}
+    if ("log_reward" in own) != ("log_reward_and_score" in own):
+        return None
+    return target.log_reward_and_score
+
+
 def check_dim(dim, *, even: bool = False, name: str = "dim") -> int:
     """Validate a dimension argument (a Python or numpy integer), raising a ValueError that names the bad
     value; returns it as a Python int."""
@@ -64,7 +83,8 @@ def like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class EvaluationCounter:
-    """Counts energy evaluations: the rows passed to ``target.log_reward`` since it was installed.
+    """Counts energy evaluations: the rows passed to ``target.log_reward`` (and ``log_reward_and_score``) since
+    it was installed.
 
     A value-and-gradient call counts once (the literature's convention for MALA/SMC budgets). The
     counter shadows ``log_reward`` on this one instance only, so types (and ``isinstance``) are kept;
@@ -73,13 +93,19 @@ class EvaluationCounter:
 
     def __init__(self, target: Target):
         self.count = 0
-        inner = target.log_reward
+        inner, inner_score = target.log_reward, analytic_score(target)
 
         def counted(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
             self.count += x.shape[:-1].numel()  # rows: (N, d), or (B, T, d) whole paths
             return inner(x, *args, **kwargs)
 
+        def counted_score(x: torch.Tensor):
+            self.count += x.shape[:-1].numel()
+            return inner_score(x)
+
         target.log_reward = counted
+        if inner_score is not None:  # a closed-form value and gradient counts once, like autograd's
+            target.log_reward_and_score = counted_score
 
 
 def bounded_rows(x: torch.Tensor, center, bound: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,6 +38,21 @@ class Funnel(Target):
         n = rest.shape[-1]
         return log_p0 - 0.5 * quad - 0.5 * n * (x0 + LOG_2PI)
 
+    def log_reward_and_score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``log_reward`` and its gradient in closed form: ``d/dx0 = -x0 / s^2 - n/2 + |rest|^2 exp(-x0) / 2``,
+        ``d/drest = -rest exp(-x0)``, with the same guards (0 where ``rest == 0``, never 0 * inf)."""
+        x0, rest = x[..., 0], x[..., 1:]
+        nonzero = rest != 0
+        half = torch.exp(-0.5 * torch.where(nonzero, x0.unsqueeze(-1), torch.zeros_like(rest)))
+        scaled = rest * half
+        quad = torch.where(nonzero, scaled.square(), torch.zeros_like(rest)).sum(-1)
+        n = rest.shape[-1]
+        log_p0 = -0.5 * (x0 / self.scale).square() - math.log(self.scale) - 0.5 * LOG_2PI
+        grad = torch.empty_like(x)
+        grad[..., 0] = -x0 / self.scale**2 - 0.5 * n + 0.5 * quad
+        grad[..., 1:] = torch.where(nonzero, -scaled * half, torch.zeros_like(rest))
+        return log_p0 - 0.5 * quad - 0.5 * n * (x0 + LOG_2PI), grad
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         x0 = self.scale * torch.randn(n, 1, generator=generator)
         rest = torch.exp(0.5 * x0) * torch.randn(n, self.dim - 1, generator=generator)

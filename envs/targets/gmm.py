@@ -37,6 +37,16 @@ class GaussianMixture(Target):
         log_comp = -0.5 * sq / self.var - 0.5 * self.dim * (math.log(self.var) + LOG_2PI)
         return torch.logsumexp(log_comp, dim=-1) - math.log(self.n_modes)
 
+    def log_reward_and_score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``log_reward`` and its gradient in closed form: ``(sum_k w_k mu_k - x) / var`` with ``w`` the modes'
+        posterior weights (a softmax of the components' log-densities)."""
+        mu = like(self.means, x)
+        sq = (x.unsqueeze(-2) - mu).square().sum(-1)  # (B, n_modes)
+        log_comp = -0.5 * sq / self.var - 0.5 * self.dim * (math.log(self.var) + LOG_2PI)
+        lse = torch.logsumexp(log_comp, dim=-1, keepdim=True)
+        weights = torch.exp(log_comp - lse)
+        return lse.squeeze(-1) - math.log(self.n_modes), (weights @ mu - x) / self.var
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         probs = torch.full((self.n_modes,), 1.0 / self.n_modes)
         modes = torch.multinomial(probs, n, replacement=True, generator=generator)
