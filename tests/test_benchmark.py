@@ -136,6 +136,30 @@ def test_table_bolds_the_best_and_uses_raw_estimates_without_log_z():
     assert "**0.300 ± 0.141**" in tb  # Δ^RW column
     assert "**470.00** (n=1)" in tb and "**490.00** (n=1)" in pis  # LGCP: higher log Ẑ is better
     assert "1.176 ± 0.109" in table and "-0.576" in table  # paper TB 25GMM and ours − paper
+    assert "Manywell scaling" not in table  # no run at a d other than 32
+
+
+def test_the_manywell_scaling_table_sets_our_runs_beside_the_papers():
+    def rec(target, preset, seed, d, d_rw):
+        return {"key": f"{target}-{preset}-s{seed}", "status": "ok", "target": target, "preset": preset,
+                "seed": seed, "budget": 5, "metrics": {"delta_log_z": d, "delta_log_z_rw": d_rw}}  # fmt: skip
+
+    records = [
+        rec("manywell8", "tb-expl-lp", 0, 0.3, 0.05),
+        rec("manywell8", "tb-expl-lp", 1, 0.5, 0.07),
+        rec("manywell", "tb-expl-lp", 0, 7.0, 1.0),
+        rec("manywell128", "tb-expl-lp-ls", 0, 60.0, 15.0),
+        rec("manywell", "tb", 0, 4.0, 2.7),  # at d = 32 only: not a scaling row
+    ]
+    table = render(records, load_paper(), compare=True, seeds=None, command=None)
+    section = table.split("## Manywell scaling", 1)[1].split("## Details", 1)[0]
+    rows = {line.split(" | ")[0]: line for line in section.splitlines() if line.startswith("| ")}
+    lp = next(v for k, v in rows.items() if "`tb-expl-lp`" in k)
+    assert "0.400 ± 0.141 / 0.060 ± 0.014 | 0.250 / 0.040" in lp  # d = 8: ours (2 seeds), the paper's
+    assert "7.000 / 1.000 | 7.460 / 1.060" in lp  # d = 32 from the Manywell-32 runs
+    lp_ls = next(v for k, v in rows.items() if "`tb-expl-lp-ls`" in k)
+    assert "60.00 / 15.00 | 66.60 / 14.90" in lp_ls  # fmt: fewer decimals for larger values
+    assert not any("(`tb`)" in k for k in rows)
 
 
 def test_importer_reads_full_budget_results():

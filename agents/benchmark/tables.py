@@ -35,6 +35,9 @@ DETAIL_KEYS = {
     "energy_evaluations": "energy evals",
     "wall_seconds": "wall s",
 }
+# The paper's Manywell scaling dimensions -> the short target names a record may carry for them.
+SCALING_TARGETS = {8: ("manywell8",), 32: ("manywell", "manywell32"), 128: ("manywell128",), 512: ("manywell512",)}
+SCALING_KEYS = ("delta_log_z", "delta_log_z_rw")
 COUNT_KEYS = ("modes_covered", "iterations", "energy_evaluations")
 
 
@@ -170,6 +173,31 @@ class Results:
             blocks.append("\n".join(lines))
         return "\n\n".join(blocks)
 
+    def scaling(self) -> str | None:
+        """The paper's Manywell scaling table (Δlog Z / Δlog Z^RW at each d, single runs): ours (mean ± std over
+        seeds) beside the paper's, for every preset with a run at some d other than 32; None without one."""
+        table = (self.paper or {}).get("manywell_scaling")
+        if table is None:
+            return None
+        dims = table["dims"]
+
+        def runs_at(preset: str, d: int) -> list[str]:
+            return [t for t in SCALING_TARGETS[d] if t in self.targets and self.values(t, preset, "delta_log_z")]
+
+        presets = [p for p in self.presets if any(runs_at(p, d) for d in dims if d != 32)]
+        if not presets:
+            return None
+        lines = _header(["Method", *(h for d in dims for h in (f"d = {d} ours", f"d = {d} paper"))])
+        for p in presets:
+            cells = [self.method(p)]
+            paper = table["rows"].get(p)
+            for i, d in enumerate(dims):
+                targets = runs_at(p, d)
+                ours = [_mean_std(*_stats(self.values(targets[0], p, k))) for k in SCALING_KEYS] if targets else ["–"]
+                cells += [" / ".join(ours), " / ".join(fmt(v) for v in paper[i]) if paper else "–"]
+            lines.append(_row(cells))
+        return "\n".join(lines)
+
     def details(self) -> str:
         """Per target: secondary metrics, cost (ms/iteration, energy evaluations, wall time) and runs."""
         blocks = []
@@ -220,6 +248,9 @@ def render(records: list[dict], paper: dict | None, compare: bool, seeds: int | 
     ]
     if compare:
         parts += ["## Compared with the paper (Sendera et al. 2024, Table 1)", "", res.comparison(), ""]
+        scaling = res.scaling()
+        if scaling is not None:
+            parts += ["## Manywell scaling (Δlog Z / Δlog Z^RW; the paper's are single runs)", "", scaling, ""]
     parts += ["## Details", "", res.details(), ""]
     return "\n".join(parts)
 
