@@ -32,20 +32,21 @@ class GaussianMixture(Target):
         return self.means.shape[0]
 
     def log_reward(self, x: torch.Tensor) -> torch.Tensor:
-        mu = like(self.means, x)
-        sq = (x.unsqueeze(-2) - mu).square().sum(-1)  # (B, n_modes)
-        log_comp = -0.5 * sq / self.var - 0.5 * self.dim * (math.log(self.var) + LOG_2PI)
-        return torch.logsumexp(log_comp, dim=-1) - math.log(self.n_modes)
+        return torch.logsumexp(self._log_components(x)[0], dim=-1) - math.log(self.n_modes)
 
     def log_reward_and_score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``log_reward`` and its gradient in closed form: ``(sum_k w_k mu_k - x) / var`` with ``w`` the modes'
         posterior weights (a softmax of the components' log-densities)."""
-        mu = like(self.means, x)
-        sq = (x.unsqueeze(-2) - mu).square().sum(-1)  # (B, n_modes)
-        log_comp = -0.5 * sq / self.var - 0.5 * self.dim * (math.log(self.var) + LOG_2PI)
+        log_comp, mu = self._log_components(x)
         lse = torch.logsumexp(log_comp, dim=-1, keepdim=True)
         weights = torch.exp(log_comp - lse)
         return lse.squeeze(-1) - math.log(self.n_modes), (weights @ mu - x) / self.var
+
+    def _log_components(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The components' log-densities at ``x`` (B, n_modes), and the means on ``x``'s device and dtype."""
+        mu = like(self.means, x)
+        sq = (x.unsqueeze(-2) - mu).square().sum(-1)
+        return -0.5 * sq / self.var - 0.5 * self.dim * (math.log(self.var) + LOG_2PI), mu
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         probs = torch.full((self.n_modes,), 1.0 / self.n_modes)

@@ -48,11 +48,10 @@ class Manywell(Target):
     def log_reward_and_score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``log_reward`` and its gradient ``(-4 a^3 + 12 a + 1/2, -b)`` per well, in closed form."""
         a, b = x[..., 0::2], x[..., 1::2]
-        a2 = a.square()
         grad = torch.empty_like(x)
-        grad[..., 0::2] = a * (-4.0 * a2 + 12.0) + 0.5  # written like the density: inf, never inf - inf
+        grad[..., 0::2] = a * (-4.0 * a.square() + 12.0) + 0.5  # like the density: inf, never inf - inf
         torch.neg(b, out=grad[..., 1::2])
-        return (-a2 * (a2 - 6.0) + 0.5 * a - 0.5 * b.square()).sum(-1), grad
+        return (_well_log_density(a) - 0.5 * b.square()).sum(-1), grad
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Exact samples: inverse CDF (piecewise linear, 2e5-point grid) for the first coordinate of
