@@ -189,6 +189,14 @@ def test_importer_keeps_variants_and_short_runs_in_their_own_rows(tmp_path):
     assert "| TB+Expl.+LS (`tb-expl-ls`) | 0.200 |" in table  # not averaged with the variants
 
 
+def test_importer_refuses_the_same_run_twice(tmp_path):
+    run = {"env_id": "DiffSampler-GMM25-v0", "env_kwargs": {}, "preset": "tb-expl", "seed": 1, "iterations": 25_000}
+    (tmp_path / "old.json").write_text(json.dumps(run | {"metrics": {"delta_log_z": 0.5}}))
+    (tmp_path / "new.json").write_text(json.dumps(run | {"metrics": {"delta_log_z": 0.6}}))
+    with pytest.raises(ValueError, match=r"old\.json and .*new\.json are both the run '25gmm-tb-expl-s1'"):
+        import_results(sorted(tmp_path.glob("*.json")))
+
+
 def test_paper_json_matches_the_published_table():
     source = PAPER_PATH.parents[1].parent / "shared" / "paper_results.md"
     if not source.exists():

@@ -261,7 +261,8 @@ def import_results(paths: list[str | Path]) -> list[dict]:
     Files that are not single-run results (no ``metrics`` and ``preset``) are skipped. A run whose
     ``overrides`` change its preset's current settings is a variant: it gets its own row, named
     ``preset (field=value, ...)``, so it is never averaged with (or compared to the paper as) the preset.
-    Records come in table order: targets as in ``TARGET_ALIASES``, methods as in the paper's Table 1.
+    Records come in table order: targets as in ``TARGET_ALIASES``, methods as in the paper's Table 1. Two
+    files of the same run (target, row, seed) are an error that names both, never a silent double count.
     """
     records = []
     for path in sorted(Path(p) for p in paths):
@@ -292,6 +293,14 @@ def import_results(paths: list[str | Path]) -> list[dict]:
                 "command": data.get("command"),
             }
         )
+    seen: dict[str, str] = {}
+    for r in records:
+        if r["key"] in seen:
+            raise ValueError(
+                f"{r['source']} and {seen[r['key']]} are both the run {r['key']!r}: a seed would count twice; "
+                "move the superseded file out of the imported folder (e.g. into its superseded/ folder)"
+            )
+        seen[r["key"]] = r["source"]
     order = {name: i for i, name in enumerate([*TARGET_ALIASES, *TABLE1_PRESETS])}
     return sorted(
         records,

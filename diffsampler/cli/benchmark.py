@@ -207,7 +207,10 @@ def import_tables(args, command: str, checked: dict) -> int:
         files += sorted(path.glob("*.json")) if path.is_dir() else [path]
     if args.budget_energy:
         return import_budget_tables(args, files, command, checked["energies"])
-    records = import_results(files)
+    try:
+        records = import_results(files)
+    except ValueError as exc:  # the same run imported twice
+        raise cli.UsageError(str(exc)) from None
     if not records:
         raise cli.UsageError(f"no single-run result JSON in {args.import_from}")
     out = Path(args.out)
