@@ -137,7 +137,7 @@ class GFlowNetAgent(nn.Module):
             else None
         )
         self.to(mdp.device)
-        self.optimizer = torch.optim.Adam(self._param_groups())
+        self.optimizer = torch.optim.Adam(self._param_groups(), foreach=True)
         self.source, self.schedule = None, Schedule()
         if config.backward_source is not None:
             batch = (config.batch_size, mdp.device, self.conditions, config.condition_repeats)

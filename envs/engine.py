@@ -48,21 +48,25 @@ def check_log_reward_shape(log_r, x: torch.Tensor, target) -> None:
         )
 
 
-def clipped_score(reward, x: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+def clipped_score(
+    reward, x: torch.Tensor, clip: float, out: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log R(x), clip(grad log R(x)))`` at a detached copy of ``x``; both results carry no graph. The
-    gradient is the target's closed form where it has one (``targets.base.analytic_score``), else autograd's."""
+    gradient is the target's closed form where it has one (``targets.base.analytic_score``), else autograd's.
+    ``out`` (shaped like ``x``) receives the clipped score, e.g. a rollout's per-step slab, saving a copy."""
     closed_form = analytic_score(reward)
     if closed_form is not None:
         with torch.no_grad():
             log_r, grad = closed_form(x.detach())
         check_log_reward_shape(log_r, x, reward)
-        return log_r, torch.nan_to_num(grad).clamp_(-clip, clip)
-    with torch.enable_grad():
-        xg = x.detach().requires_grad_(True)
-        log_r = reward.log_reward(xg)
-        check_log_reward_shape(log_r, xg, reward)
-        (grad,) = torch.autograd.grad(log_r.sum(), xg)
-    return log_r.detach(), torch.nan_to_num(grad).clamp_(-clip, clip)
+    else:
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            log_r = reward.log_reward(xg)
+            check_log_reward_shape(log_r, xg, reward)
+            (grad,) = torch.autograd.grad(log_r.sum(), xg)
+        log_r = log_r.detach()
+    return log_r, torch.nan_to_num(grad, out=out).clamp_(-clip, clip)
 
 
 def _states_rewards(mdp, inner: torch.Tensor, condition, clip: float | None):
@@ -150,14 +154,13 @@ def _rollout(mdp, kernel, n, generator, extra_std, condition, need_log_r_states,
     if noise is not None:
         noise_k = noise.unbind(0)
     scores = x.new_empty(T, n, d) if langevin and not reparam else None
+    score_slabs = [None] * T if scores is None else scores.unbind(0)
     log_r_states = x.new_empty(T, n) if langevin else None  # detached; the training guard screens them
     score = None
     for k in range(T):  # step first + k
         if langevin:
-            log_r_k, score = clipped_score(reward, x, kernel.score_clip)
+            log_r_k, score = clipped_score(reward, x, kernel.score_clip, score_slabs[k])
             log_r_states[k] = log_r_k
-            if scores is not None:
-                scores[k] = score
         if not gaussian:
             x, lp = kernel.sample(x, first + k, ctx, generator)
         else:

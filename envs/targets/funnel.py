@@ -31,26 +31,25 @@ class Funnel(Target):
     def log_reward_and_score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``log_reward`` and its gradient in closed form: ``d/dx0 = -x0 / s^2 - n/2 + |rest|^2 exp(-x0) / 2``,
         ``d/drest = -rest exp(-x0)``, with the same guards (0 where ``rest == 0``, never 0 * inf)."""
-        log_r, nonzero, half, scaled, quad = self._terms(x)
-        grad = torch.empty_like(x)
-        grad[..., 0] = -x[..., 0] / self.scale**2 - 0.5 * (x.shape[-1] - 1) + 0.5 * quad
-        grad[..., 1:] = torch.where(nonzero, -scaled * half, torch.zeros_like(scaled))
-        return log_r, grad
+        log_r, x0, half, scaled, quad = self._terms(x)
+        grad0 = -x0 / self.scale**2 - 0.5 * (x.shape[-1] - 1) + 0.5 * quad
+        # where rest == 0, half is 1 and scaled is 0: the product is (signed) zero without a ``where``
+        return log_r, torch.cat([grad0.unsqueeze(-1), torch.mul(scaled, half).neg_()], dim=-1)
 
     def _terms(self, x: torch.Tensor):
-        """``(log R, rest != 0, exp(-x0 / 2) (0 at rest == 0), rest exp(-x0 / 2), sum rest^2 exp(-x0))``.
+        """``(log R, x0, exp(-x0 / 2) (1 where rest == 0), rest exp(-x0 / 2), sum rest^2 exp(-x0))``.
 
         ``rest^2 exp(-x0)`` is computed as ``(rest exp(-x0/2))^2``, so that a huge ``|rest|`` with a huge x0
-        gives 0 rather than inf * 0 = NaN; where rest == 0 the term is 0 even if exp(-x0) overflows; the double
-        ``where`` keeps both the value and its (autograd or closed-form) gradient free of 0 * inf."""
+        gives 0 rather than inf * 0 = NaN. Where rest == 0, x0 is replaced by 0 before the ``exp``: the term is
+        then exactly 0 even if exp(-x0) would overflow, and so is its (autograd or closed-form) gradient.
+        Written in few operators: the Langevin kernels call this at every step of every rollout."""
         x0, rest = x[..., 0], x[..., 1:]
         log_p0 = -0.5 * (x0 / self.scale).square() - math.log(self.scale) - 0.5 * LOG_2PI
-        nonzero = rest != 0
-        half = torch.exp(-0.5 * torch.where(nonzero, x0.unsqueeze(-1), torch.zeros_like(rest)))
+        half = torch.exp(-0.5 * torch.where(rest != 0, x0.unsqueeze(-1), 0.0))
         scaled = rest * half
-        quad = torch.where(nonzero, scaled.square(), torch.zeros_like(rest)).sum(-1)
+        quad = scaled.square().sum(-1)
         n = rest.shape[-1]
-        return log_p0 - 0.5 * quad - 0.5 * n * (x0 + LOG_2PI), nonzero, half, scaled, quad
+        return log_p0 - 0.5 * quad - 0.5 * n * (x0 + LOG_2PI), x0, half, scaled, quad
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         x0 = self.scale * torch.randn(n, 1, generator=generator)
