@@ -99,6 +99,9 @@ def adapt_step_size(
     return step_size * torch.where(acceptance_rate > target, factor, 1 / factor)
 
 
+LS_KEEP = ("accepted", "all")
+
+
 @dataclass(frozen=True)
 class LocalSearchConfig:
     """Local search (parallel MALA) settings.
@@ -110,6 +113,12 @@ class LocalSearchConfig:
         ls_adapt: adapt eta toward ``ls_target_acceptance`` (multiplicatively, every step).
         ls_target_acceptance: 0.574, optimal for MALA.
         ls_beta: inverse temperature of the local-search target ``R^beta``.
+        ls_keep: which post-burn-in states go to the buffer. "accepted" (the paper's code, Sendera et al.
+            2024, ``langevin.py``): only the states of accepted proposals, so every kept point is new, but
+            regions where proposals are often rejected are under-represented (on the funnel, started from
+            exact samples, none of the kept states lies in the neck x0 < -3, which holds 16% of the mass).
+            "all": every chain's state at every post-burn-in step, a rejection repeating the state, which
+            is the chains' own (unbiased in the limit) Markov-chain sample.
     """
 
     ls_steps: int = 200
@@ -118,9 +127,12 @@ class LocalSearchConfig:
     ls_adapt: bool = True
     ls_target_acceptance: float = 0.574
     ls_beta: float = 1.0
+    ls_keep: str = "accepted"
 
     def __post_init__(self):
         check_fields(self)
+        if self.ls_keep not in LS_KEEP:
+            raise ValueError(f"ls_keep must be one of {LS_KEEP}, got {self.ls_keep!r}")
         if not 0 <= self.ls_burn_in < self.ls_steps:
             raise ValueError(f"need 0 <= ls_burn_in < ls_steps, got {self.ls_burn_in!r} and {self.ls_steps!r}")
         check_finite(self, "ls_step_size", "ls_beta")
@@ -139,7 +151,8 @@ class LocalSearchResult(NamedTuple):
 def local_search(
     log_reward, x0: torch.Tensor, config: LocalSearchConfig = LocalSearchConfig(), generator=None, step_size=None
 ) -> LocalSearchResult:
-    """Run parallel MALA chains from ``x0``; keep every post-burn-in accepted state.
+    """Run parallel MALA chains from ``x0``; keep every post-burn-in accepted state (``ls_keep="accepted"``)
+    or every post-burn-in state (``"all"``).
 
     With ``ls_adapt``, the step size is multiplied by 1.05 after a step whose mean acceptance
     probability exceeded the target, and divided by 1.05 otherwise. ``step_size`` overrides the
@@ -158,7 +171,7 @@ def local_search(
         if i >= c.ls_burn_in:
             kept_x.append(state.x)
             kept_r.append(state.log_r)
-            kept_mask.append(info.accepted)
+            kept_mask.append(info.accepted if c.ls_keep == "accepted" else torch.ones_like(info.accepted))
             rates.append(info.acceptance_rate)
     mask = torch.stack(kept_mask).flatten()
     x = torch.stack(kept_x).flatten(0, 1)[mask]

@@ -94,6 +94,27 @@ def test_adaptation_brings_acceptance_to_target(start):
     assert result.x.shape[0] == result.log_r.shape[0] > 0
 
 
+def test_local_search_keeping_every_state_preserves_the_funnel_neck():
+    """Chains started from exact funnel samples: the post-burn-in states with rejections kept (``ls_keep="all"``)
+    hold the neck's mass (x0 < -3: 16.0% under N(0, 9)); the accepted proposals alone miss it (rejections
+    concentrate in the neck). Tolerance: 4 binomial standard errors over the 300 independent chains."""
+    from diffsampler.envs.targets.funnel import funnel
+
+    target, p_neck = funnel(), 0.5 * math.erfc(1 / math.sqrt(2))  # P(x0 < -3) = P(z < -1)
+    x0 = target.sample(300, torch.Generator().manual_seed(0))
+    fractions = {}
+    for keep in ("all", "accepted"):
+        cfg = LocalSearchConfig(ls_keep=keep)
+        result = local_search(target.log_reward, x0, cfg, torch.Generator().manual_seed(1))
+        fractions[keep] = float((result.x[:, 0] < -3).float().mean())
+        if keep == "all":
+            assert result.x.shape[0] == 300 * (cfg.ls_steps - cfg.ls_burn_in)
+            assert torch.equal(result.chain, torch.arange(300).repeat(cfg.ls_steps - cfg.ls_burn_in))
+    se = math.sqrt(p_neck * (1 - p_neck) / 300)
+    assert abs(fractions["all"] - p_neck) < 4 * se
+    assert fractions["accepted"] < p_neck - 4 * se
+
+
 def test_local_search_is_deterministic_under_a_seed():
     target = _gaussian(torch.zeros(2), torch.ones(2))
     x0 = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
@@ -139,5 +160,7 @@ def test_checkpoint_with_full_buffers_resumes_identically(tmp_path):
 def test_local_search_config_validation():
     with pytest.raises(ValueError, match="ls_burn_in"):
         LocalSearchConfig(ls_steps=10, ls_burn_in=10)
+    with pytest.raises(ValueError, match="ls_keep must be one of .*'some'"):
+        LocalSearchConfig(ls_keep="some")
     with pytest.raises(ValueError, match="ls_cycle"):
         apply_overrides(_ls_config(2), {"ls_cycle": "-1"})
