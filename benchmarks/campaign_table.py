@@ -8,7 +8,9 @@ Reads the single-run files that ``benchmarks/export_runs.py --prefix campaign-``
 is already the mean of its K evaluation repeats; a cell here is the mean ± sample std of those per-seed
 values over the seeds that finished (n), or the run's value ± the std of its K repeats when one seed
 finished (marked "K"). A cell misses when our mean exceeds the paper's mean + 2 std (the paper's std is over
-five seeds). Prints markdown: Table 1 per target, the Manywell scaling rows, and the core-hours per part.
+five seeds). A run whose overrides change its preset (e.g. ``--set buffer_sampling=rank``) is a row of its
+own, ``preset (field=value)``, beside the preset's paper values. Prints markdown: Table 1 per target, the
+Manywell scaling rows, and the core-hours per part.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from diffsampler.agents.benchmark.jobs import target_name  # noqa: E402
-from diffsampler.agents.benchmark.tables import SCALING_TARGETS  # noqa: E402
+from diffsampler.agents.benchmark.tables import SCALING_TARGETS, variant_overrides  # noqa: E402
 
 METRICS = ("delta_log_z", "delta_log_z_rw")
 
@@ -40,8 +42,15 @@ def load(results: Path) -> dict[tuple[str, str], list[dict]]:
     runs = defaultdict(list)
     for path in sorted(results.glob("campaign-*.json")):
         run = json.loads(path.read_text())
-        runs[target_name(run["env_id"], run.get("env_kwargs") or {}), run["preset"]].append(run)
+        changed = variant_overrides(run["preset"], run.get("overrides") or {})
+        label = run["preset"] + "".join(f" ({k}={v})" for k, v in changed.items())
+        runs[target_name(run["env_id"], run.get("env_kwargs") or {}), label].append(run)
     return runs
+
+
+def runs_of(runs: dict, target: str, preset: str) -> list[str]:
+    """The row labels of ``preset`` on ``target``: the preset's own, then its variants (``preset (k=v)``)."""
+    return sorted(label for t, label in runs if t == target and label.split(" ")[0] == preset)
 
 
 def table1(runs: dict, paper: dict) -> list[str]:
@@ -57,8 +66,10 @@ def table1(runs: dict, paper: dict) -> list[str]:
             "| preset | seeds | Δlog Z | Δlog Z^RW | paper Δlog Z | paper Δlog Z^RW | ≤ mean + 2 std | core-hours |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for preset in [p for p in rows if (target, p) in runs]:
-            seeds = sorted(runs[target, preset], key=lambda r: r["seed"])
+        labels = [label for p in rows for label in runs_of(runs, target, p)]
+        for label in labels:
+            preset = label.split(" ")[0]
+            seeds = sorted(runs[target, label], key=lambda r: r["seed"])
             ref = rows[preset]["values"].get(target, {})
             texts, verdicts = [], []
             for m in METRICS:
@@ -70,7 +81,7 @@ def table1(runs: dict, paper: dict) -> list[str]:
             hours = sum(r["wall_seconds"] for r in seeds) / 3600
             names = ",".join(str(r["seed"]) for r in seeds)
             lines.append(
-                f"| `{preset}` | {names} | {texts[0]} | {texts[1]} | {paper_cells[0]} | {paper_cells[1]} | "
+                f"| `{label}` | {names} | {texts[0]} | {texts[1]} | {paper_cells[0]} | {paper_cells[1]} | "
                 f"{' / '.join(verdicts) or '–'} | {hours:.2f} |"
             )
         lines.append("")
