@@ -189,6 +189,18 @@ def test_importer_keeps_variants_and_short_runs_in_their_own_rows(tmp_path):
     assert "| TB+Expl.+LS (`tb-expl-ls`) | 0.200 |" in table  # not averaged with the variants
 
 
+def test_import_without_out_prints_table1_and_the_scaling_table(tmp_path, capsys):
+    from diffsampler.cli.benchmark import main
+
+    run = {"env_id": "DiffSampler-Manywell-v0", "env_kwargs": {"dim": 8}, "preset": "tb-expl-lp", "seed": 0}
+    (tmp_path / "a.json").write_text(json.dumps(run | {"iterations": 10_000, "metrics": {"delta_log_z": 0.3}}))
+    assert main(["--import", str(tmp_path), "--compare-paper", "--no-figures"]) == 0
+    printed = capsys.readouterr().out
+    assert "## Table 1" in printed and "## Manywell scaling" in printed and "0.300" in printed
+    assert main(["--targets", "25gmm"]) == 2  # a run still needs --out
+    assert "--out" in capsys.readouterr().err
+
+
 def test_importer_refuses_the_same_run_twice(tmp_path):
     run = {"env_id": "DiffSampler-GMM25-v0", "env_kwargs": {}, "preset": "tb-expl", "seed": 1, "iterations": 25_000}
     (tmp_path / "old.json").write_text(json.dumps(run | {"metrics": {"delta_log_z": 0.5}}))

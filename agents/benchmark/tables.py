@@ -72,6 +72,8 @@ def fmt(x: float | None, ref: float | None = None) -> str:
 
 
 def _stats(values: list[float]) -> tuple[float, float | None]:
+    if not values:  # a record without this metric: shown as "–"
+        return math.nan, None
     mean = statistics.fmean(values)
     return mean, (statistics.stdev(values) if len(values) > 1 else None)
 

@@ -55,7 +55,10 @@ def parser() -> cli.Parser:
     formatter = cli.argparse.RawDescriptionHelpFormatter
     p = cli.Parser(prog="diffsampler-benchmark", description=__doc__, formatter_class=formatter)
     p.add_argument("-h", "--help", action="help", help="show this help and exit")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--out",
+        help="output directory (required; with --import optional: the tables are printed, and written there if given)",
+    )
     p.add_argument("--targets", help=f"comma-separated targets (default {','.join(DEFAULT_TARGETS)})")
     p.add_argument("--presets", help="comma-separated presets, 'all' (Table 1 rows present) or 'registered'")
     p.add_argument("--seeds", type=cli.positive("--seeds"), help="seeds per (target, preset): 0..N-1 (default 5)")
@@ -117,6 +120,8 @@ def check(args) -> dict:
                 f"unknown target {name!r}{cli.suggest(name, [*SHORT_NAMES, *ENV_IDS])}; short names: "
                 f"{', '.join(SHORT_NAMES)}; or a registered env id"
             )
+    if args.out is None and not args.import_from:
+        raise cli.UsageError("the following arguments are required: --out (optional only with --import)")
     presets = _csv(args.presets)
     for name in presets or ():
         if name not in presets_known and name not in ("all", "registered"):
@@ -206,6 +211,8 @@ def import_tables(args, command: str, checked: dict) -> int:
     for path in map(Path, args.import_from):
         files += sorted(path.glob("*.json")) if path.is_dir() else [path]
     if args.budget_energy:
+        if args.out is None:
+            raise cli.UsageError("--import with --budget-energy writes tables and figures: give --out")
         return import_budget_tables(args, files, command, checked["energies"])
     try:
         records = import_results(files)
@@ -213,12 +220,16 @@ def import_tables(args, command: str, checked: dict) -> int:
         raise cli.UsageError(str(exc)) from None
     if not records:
         raise cli.UsageError(f"no single-run result JSON in {args.import_from}")
+    paper_path = args.paper or str(PAPER_PATH)
+    paper = load_paper(paper_path) if args.compare_paper or Path(paper_path).exists() else None
+    table = render(records, paper, args.compare_paper, None, command)
+    if args.out is None:  # print: Table 1 (and with --compare-paper the paper's and the scaling table)
+        print(table)
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "results.jsonl", records)
-    paper_path = args.paper or str(PAPER_PATH)
-    paper = load_paper(paper_path) if args.compare_paper or Path(paper_path).exists() else None
-    (out / "table.md").write_text(render(records, paper, args.compare_paper, None, command))
+    (out / "table.md").write_text(table)
     print(f"{len(records)} runs -> {out / 'table.md'}")
     return 0
 
