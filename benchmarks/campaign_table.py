@@ -9,8 +9,8 @@ is already the mean of its K evaluation repeats; a cell here is the mean ± samp
 values over the seeds that finished (n), or the run's value ± the std of its K repeats when one seed
 finished (marked "K"). A cell misses when our mean exceeds the paper's mean + 2 std (the paper's std is over
 five seeds). A run whose overrides change its preset (e.g. ``--set buffer_sampling=rank``) is a row of its
-own, ``preset (field=value)``, beside the preset's paper values. Prints markdown: Table 1 per target, the
-Manywell scaling rows, and the core-hours per part.
+own, ``preset (field=value, ...)`` as in the importer, beside the preset's paper values. Prints markdown:
+Table 1 per target, the Manywell scaling rows, and the core-hours per part.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from diffsampler.agents.benchmark.jobs import target_name  # noqa: E402
-from diffsampler.agents.benchmark.tables import SCALING_TARGETS, variant_overrides  # noqa: E402
+from diffsampler.agents.benchmark.tables import SCALING_TARGETS, row_name  # noqa: E402
 
 METRICS = ("delta_log_z", "delta_log_z_rw")
 
@@ -42,8 +42,7 @@ def load(results: Path) -> dict[tuple[str, str], list[dict]]:
     runs = defaultdict(list)
     for path in sorted(results.glob("campaign-*.json")):
         run = json.loads(path.read_text())
-        changed = variant_overrides(run["preset"], run.get("overrides") or {})
-        label = run["preset"] + "".join(f" ({k}={v})" for k, v in changed.items())
+        label = row_name(run["preset"], run.get("overrides") or {}, run.get("iterations"))
         runs[target_name(run["env_id"], run.get("env_kwargs") or {}), label].append(run)
     return runs
 
@@ -57,8 +56,8 @@ def table1(runs: dict, paper: dict) -> list[str]:
     rows = {r["preset"]: r for r in paper["table1"]["rows"]}
     lines = []
     for target in ("25gmm", "funnel", "manywell"):
-        keys = [k for k in runs if k[0] == target]
-        if not keys:
+        labels = [label for p in rows for label in runs_of(runs, target, p)]
+        if not labels:
             continue
         lines += [
             f"**{paper['table1']['targets'][target]['label']}**",
@@ -66,7 +65,6 @@ def table1(runs: dict, paper: dict) -> list[str]:
             "| preset | seeds | Δlog Z | Δlog Z^RW | paper Δlog Z | paper Δlog Z^RW | ≤ mean + 2 std | core-hours |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        labels = [label for p in rows for label in runs_of(runs, target, p)]
         for label in labels:
             preset = label.split(" ")[0]
             seeds = sorted(runs[target, label], key=lambda r: r["seed"])
@@ -99,7 +97,7 @@ def scaling(runs: dict, paper: dict) -> list[str]:
     found = False
     for preset, values in table["rows"].items():
         for dim, ref in zip(table["dims"], values, strict=True):
-            key = next((k for k in [(name, preset) for name in SCALING_TARGETS[dim]] if k in runs), None)
+            key = next(((name, preset) for name in SCALING_TARGETS[dim] if (name, preset) in runs), None)
             if key is None:
                 continue
             found = True

@@ -171,10 +171,11 @@ def local_search(
         if i >= c.ls_burn_in:
             kept_x.append(state.x)
             kept_r.append(state.log_r)
-            kept_mask.append(info.accepted if c.ls_keep == "accepted" else torch.ones_like(info.accepted))
+            kept_mask.append(info.accepted)
             rates.append(info.acceptance_rate)
-    mask = torch.stack(kept_mask).flatten()
-    x = torch.stack(kept_x).flatten(0, 1)[mask]
-    log_r = torch.stack(kept_r).flatten()[mask]
-    chain = torch.arange(x0.shape[0], device=x0.device).repeat(len(kept_mask))[mask]
+    x, log_r = torch.stack(kept_x).flatten(0, 1), torch.stack(kept_r).flatten()
+    chain = torch.arange(x0.shape[0], device=x0.device).repeat(len(kept_x))
+    if c.ls_keep == "accepted":
+        mask = torch.stack(kept_mask).flatten()
+        x, log_r, chain = x[mask], log_r[mask], chain[mask]
     return LocalSearchResult(x, log_r, float(torch.stack(rates).mean()), float(eta), chain)

@@ -273,9 +273,7 @@ def import_results(paths: list[str | Path]) -> list[dict]:
             continue
         env_kwargs = data.get("env_kwargs") or {}
         target = target_name(data["env_id"], env_kwargs)
-        changed = variant_overrides(data["preset"], data.get("overrides") or {})
-        changed = [f"{k}={v}" for k, v in changed.items()] + _budget_variant(data["preset"], data.get("iterations"))
-        preset = data["preset"] + (f" ({', '.join(changed)})" if changed else "")
+        preset = row_name(data["preset"], data.get("overrides") or {}, data.get("iterations"))
         records.append(
             {
                 "key": f"{target}-{preset}-s{data.get('seed', 0)}",
@@ -308,6 +306,13 @@ def import_results(paths: list[str | Path]) -> list[dict]:
         records,
         key=lambda r: (order.get(r["target"], 99), order.get(r["preset"].split(" ")[0], 99), r["preset"], r["seed"]),
     )
+
+
+def row_name(preset: str, overrides: dict, budget: int | None = None) -> str:
+    """A run's table row: its preset, or ``preset (field=value, ..., N it)`` for a variant of it (overrides that
+    change the preset's current settings, a budget that is not the preset's)."""
+    changed = [f"{k}={v}" for k, v in variant_overrides(preset, overrides).items()] + _budget_variant(preset, budget)
+    return preset + (f" ({', '.join(changed)})" if changed else "")
 
 
 def _budget_variant(preset: str, budget: int | None) -> list[str]:
