@@ -5,6 +5,7 @@ import json
 import math
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import matplotlib.image
@@ -14,6 +15,7 @@ from diffsampler.agents.benchmark import QUICK, BenchmarkConfig, run_benchmark
 from diffsampler.agents.benchmark.jobs import TARGET_ALIASES
 from diffsampler.agents.benchmark.tables import PAPER_PATH, import_results, load_paper, render
 from diffsampler.agents.presets import PRESETS, Preset
+from diffsampler.agents.training import Trainer
 from scripts import benchmark as cli
 
 # --quick with tiny runs: 10 iterations of T = 10 steps, 200 evaluation trajectories.
@@ -83,7 +85,8 @@ def test_interrupted_runs_are_restarted_cleanly(quick, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(cfg.out, out)
     killed, partial = first.records[0]["key"], first.records[-1]["key"]
-    (out / "runs" / killed / "metrics.json").unlink()  # killed before it finished
+    for name in ("metrics.json", "checkpoint.pt"):  # killed before it finished, no checkpoint to continue
+        (out / "runs" / killed / name).unlink()
     for f in (out / "runs" / partial).iterdir():  # killed just after it started
         if f.name != "job.json":
             shutil.rmtree(f) if f.is_dir() else f.unlink()
@@ -94,6 +97,60 @@ def test_interrupted_runs_are_restarted_cleanly(quick, tmp_path):
     new = {r["key"]: r["metrics"] for r in _lines(out / "results.jsonl")}
     for r in first.records:  # same seeds, same results: the restarted runs started from scratch
         assert all(new[r["key"]][k] == r["metrics"][k] for k in TABLE_KEYS)
+
+
+class _StopAt:
+    """A ``run_loop`` stop flag that fires once the trainer reaches ``iteration`` (a SIGTERM there)."""
+
+    def __init__(self, trainer, iteration):
+        self.trainer, self.iteration = trainer, iteration
+
+    @property
+    def signum(self):
+        return signal.SIGTERM if self.trainer.iteration >= self.iteration else None
+
+
+def test_a_run_interrupted_mid_way_continues_from_its_checkpoint(tmp_path, monkeypatch):
+    """Killed after its iteration-5 checkpoint, the run continues there (it does not start over) and ends
+    with the metrics of the uninterrupted run, bit for bit; a damaged checkpoint starts it again."""
+    cfg = BenchmarkConfig(
+        out=str(tmp_path / "whole"), targets=("25gmm",), presets=("tb",), seeds=1, budget=10, backend="inline",
+        overrides={"eval_samples": 100, "figures": False, "checkpoint_every": 5}, env_overrides={"num_steps": 10},
+        progress=False,
+    )  # fmt: skip
+    (whole,) = run_benchmark(cfg).records
+    cut = dataclasses.replace(cfg, out=str(tmp_path / "cut"))
+    run_loop = Trainer.run_loop
+    monkeypatch.setattr(Trainer, "run_loop", lambda self, progress, stop: run_loop(self, progress, _StopAt(self, 5)))
+    (first,) = run_benchmark(cut).records
+    assert first["status"] == "failed" and "interrupted by SIGTERM at iteration 5" in first["error"]
+    monkeypatch.setattr(Trainer, "run_loop", run_loop)
+    starts = []
+    monkeypatch.setattr(Trainer, "load_state", _recording(Trainer.load_state, starts))
+    (second,) = run_benchmark(cut).records
+    assert second["status"] == "ok" and starts == [5]  # loaded the iteration-5 checkpoint
+    untimed = lambda metrics: {k: v for k, v in metrics.items() if k not in TIMINGS}  # noqa: E731
+    assert untimed(second["metrics"]) == untimed(whole["metrics"])
+    assert [p["iteration"] for p in second["curve"]] == [p["iteration"] for p in whole["curve"]]
+    # a damaged checkpoint: said, and the run starts again (same seed, same numbers)
+    run_dir = Path(second["run_dir"])
+    (run_dir / "metrics.json").unlink()
+    (run_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    starts.clear()
+    (third,) = run_benchmark(cut).records
+    assert third["status"] == "ok" and starts == []
+    assert {k: third["metrics"][k] for k in TABLE_KEYS} == {k: whole["metrics"][k] for k in TABLE_KEYS}
+
+
+TIMINGS = ("ms_per_iteration", "wall_seconds", "train_seconds")
+
+
+def _recording(load_state, iterations):
+    def wrapped(self, state, path="checkpoint"):
+        iterations.append(state["iteration"])
+        return load_state(self, state, path)
+
+    return wrapped
 
 
 def test_a_finished_run_of_other_settings_is_not_reused(quick):

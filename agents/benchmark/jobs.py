@@ -7,8 +7,12 @@ directory ``<out>/runs/<target>-<preset>-s<seed>``. The directory is the job's w
 - ``metrics.json``: written by the runner at the very end, so its presence means *finished*;
 - ``error.json``: the exception and traceback of a failed run.
 
-A directory without ``metrics.json`` is a run that was interrupted or failed; it is wiped and run
-again. ``execute`` is the one function every backend calls, in a worker process or a Ray task.
+A directory without ``metrics.json`` is a run that was interrupted or failed. When it holds a checkpoint
+of this very job (same ``job.json``, same config) and the method keeps state (``Runner.resumable``), the
+run continues from that checkpoint: resumed training is bit-identical to an uninterrupted run
+(``scripts/kill_resume_check.py``), so a campaign stopped mid-run loses at most ``checkpoint_every``
+iterations. Otherwise it is wiped and run again. ``execute`` is the one function every backend calls, in a
+worker process or a Ray task.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -172,8 +177,34 @@ def make_record(job: Job, run_dir: Path, status: str, **fields) -> dict:
     }
 
 
+def resume_interrupted(job: Job, run_dir: Path):
+    """The runner's resumed run (e.g. a ``Trainer`` at its checkpoint's iteration) of an interrupted run of
+    ``job`` in ``run_dir``, or None where there is none to continue: no checkpoint, a method without state,
+    another job's or another config's directory (code changed since), or a checkpoint that does not load
+    (said on stderr; the run then starts again)."""
+    from diffsampler.agents import runs
+    from diffsampler.agents.runlog import same_config
+    from diffsampler.agents.runner import RunDirectory
+
+    if (run_dir / "metrics.json").exists() or not (run_dir / "checkpoint.pt").exists():
+        return None
+    spec = job.spec()
+    if not runs.runner_for(spec.preset).resumable:
+        return None
+    if _read_json(run_dir / "job.json") != json.loads(json.dumps(job.identity())):
+        return None
+    if not same_config(RunDirectory(run_dir, writable=False), runs.build(spec)):
+        return None
+    try:
+        return runs.resume(run_dir)
+    except ValueError as err:
+        print(f"{run_dir}: cannot continue the interrupted run ({err}); starting it again", file=sys.stderr)
+        return None
+
+
 def execute(job: Job, run_dir: str | os.PathLike) -> dict:
-    """Run ``job`` from scratch in ``run_dir``; never raises for a failing run.
+    """Run ``job`` in ``run_dir`` (continuing an interrupted run's checkpoint where ``resume_interrupted``
+    finds one, else from scratch); never raises for a failing run.
 
     Returns ``{"record": ..., "files": {name: bytes}}``: the results.jsonl record and the run's small
     result files (``RESULT_FILES``).
@@ -181,13 +212,15 @@ def execute(job: Job, run_dir: str | os.PathLike) -> dict:
     from diffsampler.agents.runs import run
 
     run_dir = Path(run_dir)
-    if run_dir.exists():  # an interrupted or failed attempt: start clean
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    (run_dir / "job.json").write_text(json.dumps(job.identity(), indent=2))
+    trainer = resume_interrupted(job, run_dir)
+    if trainer is None:
+        if run_dir.exists():  # an interrupted or failed attempt without a usable checkpoint: start clean
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        (run_dir / "job.json").write_text(json.dumps(job.identity(), indent=2))
     start = time.perf_counter()
     try:
-        metrics = run(job.spec(), run_dir, progress=False)
+        metrics = trainer.run(progress=False) if trainer is not None else run(job.spec(), run_dir, progress=False)
         record = make_record(job, run_dir, "ok", metrics=metrics, config=_read_json(run_dir / "config.json"))
     except Exception as err:  # noqa: BLE001 - a failed run is a result, the benchmark goes on
         error = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}

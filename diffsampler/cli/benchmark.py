@@ -8,12 +8,13 @@ Examples:
     diffsampler-benchmark --import benchmarks/results --out runs/imported --compare-paper
     diffsampler-benchmark --targets 25gmm --presets tb-expl,smc,sb3-ppo --budget-energy 1e5,1e6 --out runs/x
 
-Run the same command again to resume: finished runs (metrics.json present) are skipped, interrupted
-or failed ones start again. Targets: short names (25gmm, funnel, manywell = Manywell-32, manywell8,
-lgcp, ...) or registered env ids. ``--set NAME=VALUE`` overrides a config field of every run that has
-it (``--set eval_samples=500``); ``--env-arg NAME=VALUE`` passes an env keyword to every run.
-``--budget-energy 1e5,1e6`` runs every method up to each number of energy evaluations (target evaluations
-spent by training) and writes per-budget tables and metric-against-evaluations figures.
+Run the same command again to resume: finished runs (metrics.json present) are skipped, interrupted ones
+continue from their last checkpoint (training methods), others start again. Targets: short names (25gmm,
+funnel, manywell = Manywell-32, manywell8, lgcp, ...) or registered env ids. ``--set NAME=VALUE``
+overrides a config field of every run that has it (``--set eval_samples=500``); ``--env-arg NAME=VALUE``
+passes an env keyword to every run. ``--budget-energy 1e5,1e6`` runs every method up to each number of
+energy evaluations (target evaluations spent by training) and writes per-budget tables and
+metric-against-evaluations figures.
 ``python scripts/benchmark.py`` is the same command from a checkout. Arguments are checked against
 ``cli.schema`` before torch is imported.
 """
