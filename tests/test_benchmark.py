@@ -85,8 +85,7 @@ def test_interrupted_runs_are_restarted_cleanly(quick, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(cfg.out, out)
     killed, partial = first.records[0]["key"], first.records[-1]["key"]
-    for name in ("metrics.json", "checkpoint.pt"):  # killed before it finished, no checkpoint to continue
-        (out / "runs" / killed / name).unlink()
+    (out / "runs" / killed / "metrics.json").unlink()  # killed after its last checkpoint: evaluated again
     for f in (out / "runs" / partial).iterdir():  # killed just after it started
         if f.name != "job.json":
             shutil.rmtree(f) if f.is_dir() else f.unlink()
@@ -95,8 +94,10 @@ def test_interrupted_runs_are_restarted_cleanly(quick, tmp_path):
     assert (summary.ran, summary.skipped, summary.failed) == (2, len(first.records) - 2, 0)
     assert not (out / "runs" / partial / "stale.txt").exists()
     new = {r["key"]: r["metrics"] for r in _lines(out / "results.jsonl")}
-    for r in first.records:  # same seeds, same results: the restarted runs started from scratch
+    for r in first.records:  # same seeds, same results (evaluations are seeded by seed and iteration)
         assert all(new[r["key"]][k] == r["metrics"][k] for k in TABLE_KEYS)
+    curve = _lines(out / "runs" / killed / "curve.jsonl")
+    assert [p["iteration"] for p in curve] == [p["iteration"] for p in first.records[0]["curve"]]
 
 
 class _StopAt:
