@@ -15,6 +15,7 @@ from diffsampler.agents.benchmark import QUICK, BenchmarkConfig, run_benchmark
 from diffsampler.agents.benchmark.jobs import TARGET_ALIASES
 from diffsampler.agents.benchmark.tables import PAPER_PATH, import_results, load_paper, render
 from diffsampler.agents.presets import PRESETS, Preset
+from diffsampler.agents.runner import RunDirectory
 from diffsampler.agents.training import Trainer
 from scripts import benchmark as cli
 
@@ -141,6 +142,28 @@ def test_a_run_interrupted_mid_way_continues_from_its_checkpoint(tmp_path, monke
     (third,) = run_benchmark(cut).records
     assert third["status"] == "ok" and starts == []
     assert {k: third["metrics"][k] for k in TABLE_KEYS} == {k: whole["metrics"][k] for k in TABLE_KEYS}
+
+
+def test_a_run_directory_in_use_is_left_alone(tmp_path):
+    """Another process writing a job's directory (its lock held): the job fails naming the holder, and
+    nothing of that directory is wiped or resumed."""
+    cfg = BenchmarkConfig(
+        out=str(tmp_path), targets=("25gmm",), presets=("tb",), seeds=1, budget=3, backend="inline",
+        overrides={"eval_samples": 100, "figures": False}, env_overrides={"num_steps": 10}, progress=False,
+    )  # fmt: skip
+    run_dir = tmp_path / "runs" / "25gmm-tb-s0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "checkpoint.pt").write_bytes(b"someone else's")
+    busy = RunDirectory(run_dir)
+    busy.lock()
+    try:
+        (record,) = run_benchmark(cfg).records
+    finally:
+        busy.close()
+    assert record["status"] == "failed" and "is in use by pid" in record["error"]
+    assert (run_dir / "checkpoint.pt").read_bytes() == b"someone else's"
+    (record,) = run_benchmark(cfg).records  # released: the job runs
+    assert record["status"] == "ok"
 
 
 TIMINGS = ("ms_per_iteration", "wall_seconds", "train_seconds")
