@@ -204,16 +204,16 @@ def resume_interrupted(job: Job, run_dir: Path):
 
     if (run_dir / "metrics.json").exists() or not (run_dir / "checkpoint.pt").exists():
         return None
-    spec = job.spec()
-    if not runs.runner_for(spec.preset).resumable:
-        return None
     if _read_json(run_dir / "job.json") != json.loads(json.dumps(job.identity())):
         return None
-    if not same_config(RunDirectory(run_dir, writable=False), runs.build(spec)):
-        return None
     try:
+        spec = job.spec()
+        if not runs.runner_for(spec.preset).resumable:
+            return None
+        if not same_config(RunDirectory(run_dir, writable=False), runs.build(spec)):
+            return None
         return runs.resume(run_dir)
-    except ValueError as err:
+    except Exception as err:  # noqa: BLE001 - the fresh start that follows reports a real failure as a result
         print(f"{run_dir}: cannot continue the interrupted run ({err}); starting it again", file=sys.stderr)
         return None
 
