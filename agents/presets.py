@@ -50,9 +50,10 @@ _LP = PolicyConfig(langevin=True)
 # Both buffers are sampled uniformly. The paper states rank-prioritised sampling (k = 0.01, reachable as
 # ``--buffer-sampling rank``); on Manywell-32 rank sampling starves the light modes (1% of the buffer's well
 # coordinates against the target's 15.6%; Delta^RW 1.71 +- 0.38), while uniform sampling keeps them
-# (17%; Delta^RW 0.18 +- 0.14, W2 5.50, better than the paper) and matches 25GMM. The reference code's rank
-# buffer reads indices drawn at DataLoader-iterator creation from a FIFO that shifts under them, which is
-# close to uniform once the buffer is full. benchmarks/results/*-tb-expl-ls-*.json hold both.
+# (17%; Delta^RW 0.18 +- 0.14, W2 5.50, one seed; over three seeds 5.72 +- 3.34 / 0.33 +- 0.15, within the
+# paper's numbers) and matches 25GMM. On the Funnel rank sampling does better (benchmarks/README.md, issue
+# 15). The reference code's rank buffer reads indices drawn at DataLoader-iterator creation from a FIFO that
+# shifts under them, which is close to uniform once the buffer is full. benchmarks/results/ holds both.
 _LS = dict(backward_source="buffer", buffer=BufferConfig(buffer_sampling="uniform"))
 _DDS_CLIP = dict(clip_output=10.0, clip_score=10.0)
 _SOFT_RL = {"reward_mode": "soft_rl"}
