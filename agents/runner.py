@@ -201,8 +201,7 @@ class RunDirectory:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = _holder(handle)
             handle.close()
             raise ValueError(
                 f"run directory {self.path} is in use by {holder}; wait for it or use another directory"
@@ -213,6 +212,20 @@ class RunDirectory:
         handle.flush()
         self._lock_file = handle
 
+    def holder(self) -> str | None:
+        """Who holds ``.lock`` now (another ``lock()``: a run writing here), or None; takes nothing."""
+        try:
+            handle = open(self.path / ".lock")  # noqa: SIM115 - closed below, after the probe
+        except FileNotFoundError:
+            return None
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _holder(handle)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
@@ -221,6 +234,12 @@ class RunDirectory:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
             self._lock_file = None
+
+
+def _holder(handle) -> str:
+    """The holder a ``.lock`` file names (``RunDirectory.lock`` writes it)."""
+    handle.seek(0)
+    return handle.read().strip() or "another process"
 
 
 class Runner:

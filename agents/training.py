@@ -148,8 +148,8 @@ class Trainer(TrainerEvaluation):
         start = time.perf_counter()
         # resumed after its last step (stopped before metrics.json): ``finish`` evaluates again, so the curve
         # drops the final point it had (evaluations are seeded by seed and iteration: the same numbers)
-        done = self.iteration >= cfg.iterations and self.iteration > 0
-        self.log.resume_at(self.iteration - done, self.energy_evaluations)
+        done = self.iteration > 0 and self.iteration >= cfg.iterations
+        self.log.resume_at(self.iteration - 1 if done else self.iteration, self.energy_evaluations)
         budget = (cfg.energy_budget,) if cfg.energy_budget is not None else ()
         marks = EnergyMarks(cfg.eval_energy + budget, self.energy_evaluations)
         bar = tqdm(total=cfg.iterations, initial=self.iteration, disable=not progress, dynamic_ncols=True)

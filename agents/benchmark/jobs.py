@@ -17,7 +17,6 @@ worker process or a Ray task.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -178,21 +177,6 @@ def make_record(job: Job, run_dir: Path, status: str, **fields) -> dict:
     }
 
 
-def lock_holder(run_dir: Path) -> str | None:
-    """Who holds ``run_dir``'s ``.lock`` (``RunDirectory.lock``: a run writing there now), or None."""
-    try:
-        handle = open(run_dir / ".lock")  # noqa: SIM115 - closed below, after the probe
-    except FileNotFoundError:
-        return None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return handle.read().strip() or "another process"
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return None
-
-
 def resume_interrupted(job: Job, run_dir: Path):
     """The runner's resumed run (e.g. a ``Trainer`` at its checkpoint's iteration) of an interrupted run of
     ``job`` in ``run_dir``, or None where there is none to continue: no checkpoint, a method without state,
@@ -225,10 +209,11 @@ def execute(job: Job, run_dir: str | os.PathLike) -> dict:
     Returns ``{"record": ..., "files": {name: bytes}}``: the results.jsonl record and the run's small
     result files (``RESULT_FILES``).
     """
+    from diffsampler.agents.runner import RunDirectory
     from diffsampler.agents.runs import run
 
     run_dir = Path(run_dir)
-    holder = lock_holder(run_dir)
+    holder = RunDirectory(run_dir, writable=False).holder()
     if holder is not None:  # a run of this job is writing there now (another benchmark on the same --out)
         error = f"{run_dir} is in use by {holder}; left as it is (one benchmark per --out at a time)"
         return {"record": make_record(job, run_dir, "failed", error=error), "files": {}}
