@@ -3,8 +3,10 @@
 
 The sampling loop (T steps of 4 ``addmm``, 3 GELUs, the output clip and two adds on (B, hidden) slabs, with
 and without drawing its noise) and the replayed backward pass (GELU and linear backward over all T B rows),
-on random weights: no library code around them. Compare with ``benchmarks/profile_iteration.py`` or a
-timed ``train_step`` in the same sitting; the difference is what the library adds.
+on random weights: no library code around them. And the floor of a reparameterised (PIS) step: the same
+sampling loop under autograd, then the backward pass of a scalar of x_T through all T steps. Compare with
+``benchmarks/profile_iteration.py`` or a timed ``train_step`` in the same sitting (``floor_vs_reference.sh``
+does, beside the reference); the difference is what the library adds.
 
     python benchmarks/floor_tb.py --dim 32 --threads 2
 """
@@ -79,10 +81,24 @@ def main(argv=None) -> int:
         gk.reshape(-1, h).t().mm(x_all.reshape(-1, d))
         gk.sum(1)
 
+    leaves = [t.clone().requires_grad_(True) for t in (w_in, w_out, *ws, *bs, b_out, t_emb)]
+
+    def path_gradient():  # PIS: x_{k+1} = x_k + 0.01 clip(f(x_k, t_k)) + noise_k with autograd, then backward
+        pw_in, pw_out, pw1, pw2, pb1, pb2, pb_out, pt_emb = leaves
+        noise = torch.randn(T, n, d, generator=g).mul_(0.3)
+        x = torch.zeros(n, d)
+        for k in range(T):
+            hk = F.gelu(torch.addmm(pt_emb[k], x, pw_in.t()))
+            hk = F.gelu(torch.addmm(pb1, hk, pw1.t()))
+            hk = F.gelu(torch.addmm(pb2, hk, pw2.t()))
+            x = x + 0.01 * F.hardtanh(torch.addmm(pb_out, hk, pw_out.t()), -1e4, 1e4) + noise[k]
+        x.square().sum().backward()  # the least a path-gradient loss needs: a scalar of x_T
+
     print(f"d = {d}, batch {n}, T = {T}, hidden {h}, {args.threads} threads (median ms)")
     print(f"sampling loop with its noise:    {_median_ms(lambda: rollout(True), args.reps):.2f}")
     print(f"sampling loop without the noise: {_median_ms(lambda: rollout(False), args.reps):.2f}")
     print(f"replayed backward pass:          {_median_ms(backward, args.reps):.2f}")
+    print(f"path gradient (PIS), whole:      {_median_ms(path_gradient, args.reps):.2f}")
     return 0
 
 
