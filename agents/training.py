@@ -145,7 +145,6 @@ class Trainer(TrainerEvaluation):
         from tqdm.auto import tqdm
 
         cfg = self.config
-        start = time.perf_counter()
         # resumed after its last step (stopped before metrics.json): ``finish`` evaluates again, so the curve
         # drops the final point it had (evaluations are seeded by seed and iteration: the same numbers)
         done = self.iteration > 0 and self.iteration >= cfg.iterations
@@ -188,7 +187,7 @@ class Trainer(TrainerEvaluation):
             if ends:
                 break
         bar.close()
-        return self.finish(time.perf_counter() - start, undone)
+        return self.finish(self.log.wall_seconds(), undone)  # a resumed run's: from its start, as the curve's
 
     def run(self, progress: bool = True, stop_on_signals: bool = False) -> dict:
         """``run_loop`` holding the run directory's lock. ``stop_on_signals``: Ctrl-C or SIGTERM (a second

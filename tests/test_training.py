@@ -1,12 +1,14 @@
 """Trainer: checkpoint/resume continues identically; run directory contents; the CLI."""
 
 import json
+import time
 
 import pytest
 import torch
 
 from diffsampler.agents.config import apply_overrides
 from diffsampler.agents.presets import PRESETS
+from diffsampler.agents.runlog import read_curve
 from diffsampler.agents.runner import FINAL_KEYS
 from diffsampler.agents.training import TrainConfig, Trainer
 from scripts import train_agent
@@ -39,6 +41,18 @@ def test_resume_continues_identically(tmp_path):
     for (name, a), b in zip(full.agent.state_dict().items(), resumed.agent.state_dict().values()):
         assert torch.equal(a, b), name
     assert torch.equal(full.generator.get_state(), resumed.generator.get_state())
+
+
+def test_a_resumed_run_reports_the_wall_time_of_the_whole_run(tmp_path):
+    Trainer(_config(iterations=3), tmp_path / "half").run(progress=False)
+    curve = tmp_path / "half" / "curve.jsonl"
+    points = [json.loads(line) for line in curve.read_text().splitlines()]
+    points[-1]["wall_seconds"] = 1000.0  # the first part of the run took 1000 s
+    curve.write_text("".join(json.dumps(p) + "\n" for p in points))
+    start = time.perf_counter()
+    result = Trainer.resume(tmp_path / "half", iterations=6).run(progress=False)
+    assert 1000.0 < result["wall_seconds"] < 1000.0 + time.perf_counter() - start
+    assert read_curve(curve)[-1]["wall_seconds"] <= result["wall_seconds"]
 
 
 def test_run_directory_holds_config_events_figures_and_metrics(tmp_path):
