@@ -8,6 +8,10 @@ RUNS_ROOT``) becomes ``<prefix><key>.json``: env id and keywords, preset, seed, 
 metrics (the mean over the run's evaluation repeats, with their std and values), the config and its recorded
 versions (git commit), the wall time and the command that reruns it. Checkpoints are not copied.
 Unfinished runs are listed and skipped.
+
+The wall time is the whole run's: a run resumed from its checkpoint by code before the fix of 2026-12-01
+wrote only its last part's time into metrics.json, while its curve (``wall_seconds`` of the last point)
+counts from the run's start; the larger of the two is taken.
 """
 
 from __future__ import annotations
@@ -15,6 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+
+def _wall_seconds(run: Path, metrics: dict) -> float | None:
+    """The run's wall time: metrics.json's, or its curve's last point's where that is larger (see above)."""
+    from diffsampler.agents.runlog import read_curve
+
+    walls = [metrics.get("wall_seconds")]
+    if (run / "curve.jsonl").is_file():
+        walls += [p.get("wall_seconds") for p in read_curve(run / "curve.jsonl")[-1:]]
+    walls = [w for w in walls if isinstance(w, (int, float))]
+    return max(walls) if walls else None
 
 
 def record(run: Path) -> dict:
@@ -37,7 +52,7 @@ def record(run: Path) -> dict:
         "threads": config.get("threads"),
         "overrides": {k: v for k, v in overrides.items() if k != "eval_repeats"},
         "metrics": metrics,
-        "wall_seconds": metrics.get("wall_seconds"),
+        "wall_seconds": _wall_seconds(run, metrics),
         "commit": ((config.get("versions") or {}).get("git") or {}).get("commit"),
         "command": command,
         "config": config,

@@ -22,6 +22,7 @@ def _load(name: str):
 
 campaign_table = _load("campaign_table")
 inspect_run = _load("inspect_run")
+export_runs = _load("export_runs")
 
 
 def _run(path: Path, preset: str, seed: int, delta: float, env="DiffSampler-GMM25-v0", **extra):
@@ -80,3 +81,18 @@ def test_inspect_describes_exact_samples_as_the_target():
 def test_inspect_refuses_an_unfinished_run(tmp_path):
     with pytest.raises(SystemExit, match="not a finished run"):
         inspect_run.main([str(tmp_path)])
+
+
+@pytest.mark.parametrize("curve_wall, expected", [(5000.0, 5000.0), (100.0, 3400.0)])
+def test_export_takes_the_whole_runs_wall_time(tmp_path, curve_wall, expected):
+    """A run resumed by older code wrote only its last part's time (3400 s) into metrics.json; its curve
+    counts from the run's start (5000 s). A fresh run's curve ends before its metrics (100 < 3400)."""
+    run = tmp_path / "runs" / "manywell512-tb-expl-lp-ls-s0"
+    run.mkdir(parents=True)
+    config = {"env_id": "DiffSampler-Manywell-v0", "env_kwargs": {"dim": 512}, "preset": "tb-expl-lp-ls", "seed": 0}
+    (run / "config.json").write_text(json.dumps(config | {"iterations": 10, "threads": 1}))
+    (run / "metrics.json").write_text(json.dumps({"delta_log_z": 1.0, "wall_seconds": 3400.0}))
+    points = [{"iteration": 5, "wall_seconds": curve_wall / 2}, {"iteration": 10, "wall_seconds": curve_wall}]
+    (run / "curve.jsonl").write_text("".join(json.dumps(p) + "\n" for p in points))
+    record = export_runs.record(run)
+    assert record["wall_seconds"] == expected and record["metrics"]["wall_seconds"] == 3400.0
