@@ -5,7 +5,8 @@
 # round), the bare operations (benchmarks/floor_tb.py) and, for `tb`, the sampling loop compiled
 # (benchmarks/floor_native.py: needs a C++ compiler and ninja). Run it on a quiet machine.
 #
-#     benchmarks/floor_vs_reference.sh <gfn-diffusion>/energy_sampling [ROUNDS]
+#     benchmarks/floor_vs_reference.sh <gfn-diffusion>/energy_sampling [ROUNDS] | tee floor.log
+#     python benchmarks/floor_table.py floor.log      # the table: ratios to the reference per cell
 set -euo pipefail
 ref_dir=${1:?usage: floor_vs_reference.sh REF_DIR [ROUNDS]}
 rounds=${2:-3}

@@ -1,5 +1,6 @@
-"""The speed floors' scripts (``benchmarks/floor_tb.py``, ``benchmarks/floor_native.py``) run, and the compiled
-sampling loop computes the Python loop's states (checked inside ``floor_native._measure``)."""
+"""The speed floors' scripts (``benchmarks/floor_tb.py``, ``benchmarks/floor_native.py``) run, the compiled
+sampling loop computes the Python loop's states (checked inside ``floor_native._measure``), and
+``benchmarks/floor_table.py`` reads ``floor_vs_reference.sh``'s log."""
 
 from __future__ import annotations
 
@@ -40,3 +41,47 @@ def test_compiled_loop_matches_the_python_loop(mode):
     floor_native = _load("floor_native")
     args = argparse.Namespace(**{k.lstrip("-"): int(v) for k, v in zip(TINY[::2], TINY[1::2])})
     assert floor_native._measure(mode, args) > 0  # raises SystemExit where the states differ
+
+
+_LOG = """== round 1 tb manywell32 (d = 32)
+| tb | manywell32 | 30.0 | 100.0 | 0.300 | 0.300 |
+sampling loop with its noise:    13.00
+sampling loop without the noise: 11.00
+replayed backward pass:          10.00
+path gradient (PIS), whole:      40.00
+  Python loop                               10.50   (10.50)
+  compiled, one thread                       9.50   (9.50)
+  compiled, batch split over 2 threads       9.00   (9.00)
+== round 1 pis 25gmm (d = 2)
+| pis | 25gmm | 45.0 | 90.0 | 0.500 | 0.500 |
+sampling loop with its noise:    9.00
+sampling loop without the noise: 8.80
+replayed backward pass:          10.00
+path gradient (PIS), whole:      36.00
+== round 2 tb manywell32 (d = 32)
+| tb | manywell32 | 40.0 | 100.0 | 0.400 | 0.400 |
+sampling loop with its noise:    13.00
+sampling loop without the noise: 11.00
+replayed backward pass:          12.00
+path gradient (PIS), whole:      40.00
+  Python loop                               10.50   (10.50)
+  compiled, one thread                       8.00   (8.00)
+  compiled, batch split over 2 threads       9.00   (9.00)
+"""
+
+
+def test_floor_table_adds_the_parts_of_each_round():
+    floor_table = _load("floor_table")
+    cells = floor_table.parse(_LOG)
+    # tb: the faster compiled loop + the noise (13 - 11) + the backward pass; pis: the path gradient
+    assert cells[("tb", "manywell32")] == [(30.0, 100.0, 9.0 + 2.0 + 10.0), (40.0, 100.0, 8.0 + 2.0 + 12.0)]
+    assert cells[("pis", "25gmm")] == [(45.0, 90.0, 36.0)]
+    rows = floor_table.table(cells)
+    assert rows[2] == "| `tb` manywell32 | 0.350 | 0.215 (0.210, 0.220) | 21.5 (100.0) |"
+    assert rows[3] == "| `pis` 25gmm | 0.500 | 0.400 (0.400) | 36.0 (90.0) |"
+
+
+def test_floor_table_names_a_missing_line():
+    floor_table = _load("floor_table")
+    with pytest.raises(ValueError, match="replayed backward pass"):
+        floor_table.parse(_LOG.replace("replayed backward pass:          10.00\n", "", 1))
