@@ -20,10 +20,12 @@ import json
 import statistics
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from floor_tb import bare_network, median_ms, sampling_loop  # noqa: E402 - the bare loop and its timer
 
 _SOURCE = r"""
 #include <torch/extension.h>
@@ -68,50 +70,34 @@ void rollout(Tensor buf, Tensor noise, Tensor emb, std::vector<Tensor> wt, std::
 """
 
 
-def _median_ms(fn, reps: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
 def _measure(mode: str, args) -> float:
     torch.set_num_threads(args.threads)
     n, d, h, T = args.batch, args.dim, args.hidden, args.steps
     g = torch.Generator().manual_seed(0)
-    w_in, w_out = 0.1 * torch.randn(h, d, generator=g), 0.01 * torch.randn(d, h, generator=g)
-    ws, bs = [0.1 * torch.randn(h, h, generator=g) for _ in range(2)], [torch.randn(h, generator=g) for _ in range(2)]
-    b_out, t_emb = torch.zeros(d), torch.randn(T, h, generator=g)
-    z, a = [torch.empty(T, n, h) for _ in range(3)], [torch.empty(T, n, h) for _ in range(3)]
+    net = bare_network(n, d, h, T, g)
     noise = torch.randn(T, n, d, generator=g).mul_(0.3)
     buf = torch.zeros(T + 1, n, d)
 
     def python_loop():
-        x = buf[0]
-        for k in range(T):
-            hk = torch.addmm(t_emb[k], x, w_in.t(), out=z[0][k])
-            for i in range(2):
-                hk = torch.addmm(bs[i], torch._C._nn.gelu(hk, out=a[i][k]), ws[i].t(), out=z[i + 1][k])
-            out = F.hardtanh(torch.addmm(b_out, torch._C._nn.gelu(hk, out=a[2][k]), w_out.t()), -1e4, 1e4)
-            x = torch.add(torch.add(x, out, alpha=0.01), noise[k], out=buf[k + 1])
+        sampling_loop(net, noise, buf)
 
     if mode == "python":
-        return _median_ms(python_loop, args.reps)
+        return median_ms(python_loop, args.reps)
     from torch.utils.cpp_extension import load_inline
 
     native = load_inline("diffsampler_floor_native", cpp_sources=_SOURCE, functions=["rollout"], extra_cflags=["-O3"])
     split = int(mode.removeprefix("native"))
     python_loop()
     expected = buf.clone()
-    wt = [w_in.t(), ws[0].t(), ws[1].t(), w_out.t()]
-    native.rollout(buf, noise, t_emb, wt, bs, b_out, z, a, 1e4, 0.01, split)
+    wt = [net.w_in.t(), net.ws[0].t(), net.ws[1].t(), net.w_out.t()]
+
+    def compiled():
+        native.rollout(buf, noise, net.t_emb, wt, net.bs, net.b_out, net.z, net.a, 1e4, 0.01, split)
+
+    compiled()
     if not torch.equal(buf, expected):  # the same operations on the same rows: the same values
         raise SystemExit(f"{mode}: the compiled loop's states differ from the Python loop's")
-    return _median_ms(lambda: native.rollout(buf, noise, t_emb, wt, bs, b_out, z, a, 1e4, 0.01, split), args.reps)
+    return median_ms(compiled, args.reps)
 
 
 def main(argv=None) -> int:

@@ -18,6 +18,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _median_ms(fn, reps: int) -> float:
+def median_ms(fn, reps: int) -> float:
     for _ in range(3):
         fn()
     times = []
@@ -34,6 +35,29 @@ def _median_ms(fn, reps: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
+
+
+def bare_network(n: int, d: int, h: int, T: int, generator: torch.Generator) -> SimpleNamespace:
+    """Random weights of the policy's shape (encoder d -> h, two hidden h -> h layers, last h -> d), a time
+    embedding (T, h) and the (T, n, h) slabs that record the pre-activations ``z`` and activations ``a``."""
+    g = generator
+    w_in, w_out = 0.1 * torch.randn(h, d, generator=g), 0.01 * torch.randn(d, h, generator=g)
+    ws, bs = [0.1 * torch.randn(h, h, generator=g) for _ in range(2)], [torch.randn(h, generator=g) for _ in range(2)]
+    b_out, t_emb = torch.zeros(d), torch.randn(T, h, generator=g)
+    z, a = [torch.empty(T, n, h) for _ in range(3)], [torch.empty(T, n, h) for _ in range(3)]
+    return SimpleNamespace(w_in=w_in, w_out=w_out, ws=ws, bs=bs, b_out=b_out, t_emb=t_emb, z=z, a=a)
+
+
+def sampling_loop(net: SimpleNamespace, noise: torch.Tensor, buf: torch.Tensor) -> None:
+    """The T steps of a fixed-variance rollout from ``buf[0]``, writing the states into ``buf`` (T + 1, n, d)
+    and the layers into ``net.z`` / ``net.a``; ``noise`` (T, n, d) is the steps' scaled noise."""
+    x, z, a = buf[0], net.z, net.a
+    for k in range(noise.shape[0]):
+        hk = torch.addmm(net.t_emb[k], x, net.w_in.t(), out=z[0][k])
+        for i in range(2):
+            hk = torch.addmm(net.bs[i], torch._C._nn.gelu(hk, out=a[i][k]), net.ws[i].t(), out=z[i + 1][k])
+        out = F.hardtanh(torch.addmm(net.b_out, torch._C._nn.gelu(hk, out=a[2][k]), net.w_out.t()), -1e4, 1e4)
+        x = torch.add(torch.add(x, out, alpha=0.01), noise[k], out=buf[k + 1])
 
 
 def main(argv=None) -> int:
@@ -51,22 +75,12 @@ def main(argv=None) -> int:
     retain_freed_memory()
     n, d, h, T = args.batch, args.dim, args.hidden, args.steps
     g = torch.Generator().manual_seed(0)
-    w_in, w_out = 0.1 * torch.randn(h, d, generator=g), 0.01 * torch.randn(d, h, generator=g)
-    ws, bs = [0.1 * torch.randn(h, h, generator=g) for _ in range(2)], [torch.randn(h, generator=g) for _ in range(2)]
-    b_out, t_emb = torch.zeros(d), torch.randn(T, h, generator=g)
-    z = [torch.empty(T, n, h) for _ in range(3)]
-    a = [torch.empty(T, n, h) for _ in range(3)]
+    net = bare_network(n, d, h, T, g)
+    w_in, w_out, ws, bs, b_out, t_emb, z, a = (net.w_in, net.w_out, net.ws, net.bs, net.b_out, net.t_emb, net.z, net.a)
 
     def rollout(draw: bool):
         noise = torch.randn(T, n, d, generator=g).mul_(0.3) if draw else torch.zeros(T, n, d)
-        buf = torch.zeros(T + 1, n, d)
-        x = buf[0]
-        for k in range(T):
-            hk = torch.addmm(t_emb[k], x, w_in.t(), out=z[0][k])
-            for i in range(2):
-                hk = torch.addmm(bs[i], torch._C._nn.gelu(hk, out=a[i][k]), ws[i].t(), out=z[i + 1][k])
-            out = F.hardtanh(torch.addmm(b_out, torch._C._nn.gelu(hk, out=a[2][k]), w_out.t()), -1e4, 1e4)
-            x = torch.add(torch.add(x, out, alpha=0.01), noise[k], out=buf[k + 1])
+        sampling_loop(net, noise, torch.zeros(T + 1, n, d))
 
     rollout(True)
     grad, x_all = torch.randn(T, n, h, generator=g), torch.randn(T, n, d, generator=g)
@@ -95,10 +109,10 @@ def main(argv=None) -> int:
         x.square().sum().backward()  # the least a path-gradient loss needs: a scalar of x_T
 
     print(f"d = {d}, batch {n}, T = {T}, hidden {h}, {args.threads} threads (median ms)")
-    print(f"sampling loop with its noise:    {_median_ms(lambda: rollout(True), args.reps):.2f}")
-    print(f"sampling loop without the noise: {_median_ms(lambda: rollout(False), args.reps):.2f}")
-    print(f"replayed backward pass:          {_median_ms(backward, args.reps):.2f}")
-    print(f"path gradient (PIS), whole:      {_median_ms(path_gradient, args.reps):.2f}")
+    print(f"sampling loop with its noise:    {median_ms(lambda: rollout(True), args.reps):.2f}")
+    print(f"sampling loop without the noise: {median_ms(lambda: rollout(False), args.reps):.2f}")
+    print(f"replayed backward pass:          {median_ms(backward, args.reps):.2f}")
+    print(f"path gradient (PIS), whole:      {median_ms(path_gradient, args.reps):.2f}")
     return 0
 
 
